@@ -1,0 +1,38 @@
+"""pyinfra inventory built from the topology file (inventory/lab.yaml, or $LAB_CONFIG).
+
+    pyinfra inventory/lab.py deploys/cluster.py
+
+Groups: `control_plane` (one host) and `workers`. Each host carries its topology entry and
+the cluster values as host data, so deploys never read the file themselves.
+"""
+
+import sys
+
+from k8slab.topology import TopologyError, load
+
+try:
+    _topo = load()
+except TopologyError as e:
+    # pyinfra would print a traceback for an exception raised here; one line is enough.
+    sys.exit(f"k8s-lab: {e}")
+
+
+def _entry(h):
+    data = {
+        "ssh_hostname": h.ssh_host,
+        "ssh_port": h.ssh_port,
+        "node_name": h.name,
+        "node_ip": h.node_ip,
+        "node_role": h.role,
+        "_sudo": True,
+        **_topo.cluster_vars(),
+    }
+    if h.ssh_user:
+        data["ssh_user"] = h.ssh_user
+    if h.ssh_key:
+        data["ssh_key"] = h.ssh_key
+    return h.name, data
+
+
+control_plane = [_entry(_topo.control_plane)]
+workers = [_entry(h) for h in _topo.workers]

@@ -1,0 +1,285 @@
+"""The topology file: hosts, IPs, versions and CIDRs, read by the deploy and by labctl.
+
+Validated as a whole before anything connects; every problem is one line that names the key::
+
+    >>> topo = load("inventory/lab.yaml")
+    >>> topo.control_plane.node_ip
+    '10.0.2.15'
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PATH = Path("inventory") / "lab.yaml"
+ENV_VAR = "LAB_CONFIG"
+
+SUPPORTED_KUBE_MINORS = ("1.35", "1.36", "1.37")
+ROLES = ("control-plane", "worker")
+DOCKER_SOURCES = ("docker", "distro")
+IPTABLES_BACKENDS = ("nft", "legacy")
+
+DEFAULTS: dict[str, Any] = {
+    "ssh_user": None,
+    "ssh_key": None,
+    "ssh_port": 22,
+    "kube_version": "1.35",
+    "kube_pod_subnet": "10.32.0.0/12",
+    "kube_service_subnet": "10.96.0.0/12",
+    "docker_source": "docker",
+    "cri_dockerd_version": "0.4.3",
+    "cri_dockerd_sha256": None,
+    "weave_image_repo": "docker.io/rajchaudhuri",
+    "weave_version": "2.9.0",
+    "weave_iptables_backend": "nft",
+    "labs": {},
+}
+HOST_KEYS = ("name", "role", "node_ip", "ssh_host", "ssh_port", "ssh_user", "ssh_key")
+TOP_KEYS = ("hosts", *DEFAULTS)
+
+_HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class TopologyError(ValueError):
+    """A topology file that cannot be used; the message is one line naming the key."""
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    role: str
+    node_ip: str
+    ssh_host: str
+    ssh_port: int
+    ssh_user: str | None
+    ssh_key: str | None
+
+    @property
+    def is_control_plane(self) -> bool:
+        return self.role == "control-plane"
+
+
+@dataclass(frozen=True)
+class Topology:
+    path: Path
+    hosts: tuple[Host, ...]
+    kube_version: str
+    kube_pod_subnet: str
+    kube_service_subnet: str
+    docker_source: str
+    cri_dockerd_version: str
+    cri_dockerd_sha256: str | None
+    weave_image_repo: str
+    weave_version: str
+    weave_iptables_backend: str
+    labs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def control_plane(self) -> Host:
+        return next(h for h in self.hosts if h.is_control_plane)
+
+    @property
+    def workers(self) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if not h.is_control_plane)
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise TopologyError(f"{self.path}: no host named {name!r}")
+
+    def cluster_vars(self) -> dict[str, Any]:
+        """The values every host template and manifest is rendered with."""
+        return {
+            "kube_version": self.kube_version,
+            "kube_pod_subnet": self.kube_pod_subnet,
+            "kube_service_subnet": self.kube_service_subnet,
+            "kube_api_address": self.control_plane.node_ip,
+            "kube_cri_socket": CRI_SOCKET,
+            "docker_source": self.docker_source,
+            "cri_dockerd_version": self.cri_dockerd_version,
+            "cri_dockerd_sha256": self.cri_dockerd_sha256,
+            "weave_image_repo": self.weave_image_repo,
+            "weave_version": self.weave_version,
+            "weave_iptables_backend": self.weave_iptables_backend,
+            "nodes": [{"name": h.name, "node_ip": h.node_ip, "role": h.role} for h in self.hosts],
+        }
+
+
+CRI_SOCKET = "unix:///var/run/cri-dockerd.sock"
+
+
+def resolve_path(path: str | os.PathLike | None = None) -> Path:
+    """--config beats $LAB_CONFIG beats ./inventory/lab.yaml beats the clone's own file."""
+    if path:
+        return Path(path).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    if DEFAULT_PATH.exists():
+        return DEFAULT_PATH
+    return REPO_ROOT / DEFAULT_PATH
+
+
+def load(path: str | os.PathLike | None = None) -> Topology:
+    p = resolve_path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        where = f"--config, ${ENV_VAR}, ./{DEFAULT_PATH}, {REPO_ROOT / DEFAULT_PATH}"
+        raise TopologyError(f"topology file {p} not found (looked at: {where})") from None
+    except OSError as e:
+        raise TopologyError(f"{p}: cannot read: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise TopologyError(f"{p}:{where}: malformed YAML: {problem}") from None
+    return parse(raw, p)
+
+
+def parse(raw: Any, path: Path = DEFAULT_PATH) -> Topology:
+    def fail(key: str, problem: str) -> TopologyError:
+        return TopologyError(f"{path}: {key}: {problem}")
+
+    if not isinstance(raw, dict):
+        raise fail("(top)", "expected a mapping of keys (ssh_user, hosts, kube_version, ...)")
+    _reject_unknown(raw, TOP_KEYS, "", fail)
+    cfg = {**DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
+
+    hosts_raw = raw.get("hosts")
+    if not isinstance(hosts_raw, list) or not hosts_raw:
+        raise fail("hosts", "expected a list of hosts (name, role, node_ip)")
+    hosts = tuple(_parse_host(i, h, cfg, fail) for i, h in enumerate(hosts_raw))
+
+    _unique(hosts, "name", fail)
+    _unique(hosts, "node_ip", fail)
+    cps = [h for h in hosts if h.is_control_plane]
+    if len(cps) != 1:
+        found = ", ".join(h.name for h in cps) or "none"
+        raise fail("hosts", f"exactly one host needs role: control-plane (found: {found})")
+    if not any(not h.is_control_plane for h in hosts):
+        raise fail("hosts", "at least one host needs role: worker")
+
+    version = str(cfg["kube_version"])
+    if version not in SUPPORTED_KUBE_MINORS:
+        raise fail(
+            "kube_version",
+            f"{version!r} is not a supported minor (supported: {', '.join(SUPPORTED_KUBE_MINORS)})",
+        )
+    pod = _network(cfg["kube_pod_subnet"], "kube_pod_subnet", fail)
+    svc = _network(cfg["kube_service_subnet"], "kube_service_subnet", fail)
+    if pod.overlaps(svc):
+        raise fail("kube_service_subnet", f"{svc} overlaps kube_pod_subnet {pod}")
+    for h in hosts:
+        ip = ipaddress.ip_address(h.node_ip)
+        for key, net in (("kube_pod_subnet", pod), ("kube_service_subnet", svc)):
+            if ip in net:
+                raise fail(key, f"{net} contains node_ip {ip} of host {h.name}")
+
+    _choice(cfg, "docker_source", DOCKER_SOURCES, fail)
+    _choice(cfg, "weave_iptables_backend", IPTABLES_BACKENDS, fail)
+    for key in ("cri_dockerd_version", "weave_version"):
+        if not _VERSION.match(str(cfg[key])):
+            raise fail(key, f"{cfg[key]!r} is not a version like 1.2.3")
+    sha = cfg["cri_dockerd_sha256"]
+    if sha is not None and not _SHA256.match(str(sha)):
+        raise fail("cri_dockerd_sha256", "expected 64 lowercase hex digits")
+    if not isinstance(cfg["labs"], dict) or not all(
+        isinstance(v, dict) for v in cfg["labs"].values()
+    ):
+        raise fail("labs", "expected a mapping of lab name to a mapping of overrides")
+
+    return Topology(
+        path=path,
+        hosts=hosts,
+        kube_version=version,
+        kube_pod_subnet=str(pod),
+        kube_service_subnet=str(svc),
+        docker_source=cfg["docker_source"],
+        cri_dockerd_version=str(cfg["cri_dockerd_version"]),
+        cri_dockerd_sha256=sha,
+        weave_image_repo=str(cfg["weave_image_repo"]).rstrip("/"),
+        weave_version=str(cfg["weave_version"]),
+        weave_iptables_backend=cfg["weave_iptables_backend"],
+        labs=cfg["labs"],
+    )
+
+
+def _parse_host(i: int, raw: Any, cfg: dict, fail) -> Host:
+    where = f"hosts[{i}]"
+    if not isinstance(raw, dict):
+        raise fail(where, "expected a mapping with name, role and node_ip")
+    _reject_unknown(raw, HOST_KEYS, f"{where}.", fail)
+    for key in ("name", "role", "node_ip"):
+        if raw.get(key) in (None, ""):
+            raise fail(f"{where}.{key}", "missing")
+    name = str(raw["name"])
+    if not _HOSTNAME.match(name):
+        raise fail(f"{where}.name", f"{name!r} is not a valid hostname (a-z, 0-9, -)")
+    where = f"hosts[{i}] ({name})"
+    role = raw["role"]
+    if role not in ROLES:
+        raise fail(f"{where}.role", f"{role!r} is not one of {', '.join(ROLES)}")
+    node_ip = _ipv4(raw["node_ip"], f"{where}.node_ip", fail)
+    ssh_host = str(raw.get("ssh_host") or node_ip)
+    port = raw.get("ssh_port", cfg["ssh_port"])
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise fail(f"{where}.ssh_port", f"{port!r} is not a TCP port (1-65535)")
+    return Host(
+        name=name,
+        role=role,
+        node_ip=node_ip,
+        ssh_host=ssh_host,
+        ssh_port=port,
+        ssh_user=raw.get("ssh_user") or cfg["ssh_user"],
+        ssh_key=raw.get("ssh_key") or cfg["ssh_key"],
+    )
+
+
+def _reject_unknown(raw: dict, known: tuple[str, ...], prefix: str, fail) -> None:
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise fail(f"{prefix}{key}", f"unknown key{hint}")
+
+
+def _ipv4(value: Any, key: str, fail) -> str:
+    try:
+        return str(ipaddress.IPv4Address(str(value)))
+    except ValueError:
+        raise fail(key, f"{value!r} is not an IPv4 address") from None
+
+
+def _network(value: Any, key: str, fail) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(str(value))
+    except ValueError as e:
+        raise fail(key, f"{value!r} is not an IPv4 CIDR ({e})") from None
+
+
+def _unique(hosts: tuple[Host, ...], attr: str, fail) -> None:
+    seen: dict[str, str] = {}
+    for h in hosts:
+        value = getattr(h, attr)
+        if value in seen:
+            raise fail(f"hosts ({h.name}).{attr}", f"{value} is also used by {seen[value]}")
+        seen[value] = h.name
+
+
+def _choice(cfg: dict, key: str, allowed: tuple[str, ...], fail) -> None:
+    if cfg[key] not in allowed:
+        raise fail(key, f"{cfg[key]!r} is not one of {', '.join(allowed)}")

@@ -2,8 +2,8 @@
 
     pyinfra inventory/lab.py deploys/cluster.py
 
-Groups: `control_plane` (one host) and `workers`. Each host carries its topology entry and
-the cluster values as host data, so deploys never read the file themselves.
+Groups: `control_plane` (one host) and `workers`. Each host carries the values its
+templates are rendered with as host data `lab`, so deploys never read the file themselves.
 """
 
 import sys
@@ -21,11 +21,8 @@ def _entry(h):
     data = {
         "ssh_hostname": h.ssh_host,
         "ssh_port": h.ssh_port,
-        "node_name": h.name,
-        "node_ip": h.node_ip,
-        "node_role": h.role,
         "_sudo": True,
-        **_topo.cluster_vars(),
+        "lab": _topo.host_vars(h),
     }
     if h.ssh_user:
         data["ssh_user"] = h.ssh_user

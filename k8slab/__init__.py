@@ -1,3 +1,3 @@
-"""k8s-lab: a kubeadm cluster on three VMs (Docker + cri-dockerd, Weave Net) and the chapter-09 labs."""
+"""k8s-lab: a kubeadm cluster on three VMs (Docker, cri-dockerd, Weave Net) and chapter-09 labs."""
 
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ empty string in a config file.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import jinja2
 from k8slab.topology import REPO_ROOT
 
 
-@lru_cache(maxsize=None)
+@cache
 def environment(root: Path = REPO_ROOT) -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root)),

@@ -116,6 +116,15 @@ class Topology:
             "nodes": [{"name": h.name, "node_ip": h.node_ip, "role": h.role} for h in self.hosts],
         }
 
+    def host_vars(self, host: Host) -> dict[str, Any]:
+        """cluster_vars() plus the values of one node: what its host templates see."""
+        return {
+            **self.cluster_vars(),
+            "node_name": host.name,
+            "node_ip": host.node_ip,
+            "node_role": host.role,
+        }
+
 
 CRI_SOCKET = "unix:///var/run/cri-dockerd.sock"
 
@@ -276,8 +285,8 @@ def _unique(hosts: tuple[Host, ...], attr: str, fail) -> None:
     for h in hosts:
         value = getattr(h, attr)
         if value in seen:
-            raise fail(f"hosts ({h.name}).{attr}", f"{value} is also used by {seen[value]}")
-        seen[value] = h.name
+            raise fail(f"hosts[{hosts.index(h)}].{attr}", f"{value} is also used by {seen[value]}")
+        seen[value] = f"hosts[{hosts.index(h)}]"
 
 
 def _choice(cfg: dict, key: str, allowed: tuple[str, ...], fail) -> None:

@@ -1,0 +1,26 @@
+"""The whole cluster, phase by phase: `pyinfra inventory/lab.py deploys/cluster.py`.
+
+Safe to re-run: a converged cluster reports no changes. Add a worker to the topology file
+and re-run (optionally `--limit NEWHOST`): only it is prepared and joined.
+"""
+
+from pyinfra import host
+
+from k8slab.deploy.control_plane import control_plane
+from k8slab.deploy.cri_dockerd import cri_dockerd
+from k8slab.deploy.docker import docker_engine
+from k8slab.deploy.hostprep import host_prep
+from k8slab.deploy.join import join_worker
+from k8slab.deploy.kube_packages import kube_packages
+from k8slab.deploy.ready import cluster_ready
+
+host_prep()
+docker_engine()
+cri_dockerd()
+kube_packages()
+if "control_plane" in host.groups:
+    control_plane()
+if "workers" in host.groups:
+    join_worker()
+if "control_plane" in host.groups:
+    cluster_ready()

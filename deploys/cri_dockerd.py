@@ -1,0 +1,5 @@
+"""Phase 3 alone: `pyinfra inventory/lab.py deploys/cri_dockerd.py`."""
+
+from k8slab.deploy.cri_dockerd import cri_dockerd
+
+cri_dockerd()

@@ -1,0 +1,38 @@
+"""Helpers the phases share: rendered uploads, and installs that stay quiet on re-runs."""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+from pyinfra import host
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.server import Command
+from pyinfra.operations import apt, files
+
+from k8slab.render import render
+
+KEYRING_DIR = "/etc/apt/keyrings"
+STATE_DIR = "/etc/k8s-lab"
+
+
+def lab() -> dict[str, Any]:
+    """This host's values: the topology's cluster values plus node_name, node_ip, node_role."""
+    return host.data.lab
+
+
+def upload(name: str, template: str, dest: str, mode: str = "644", **extra: Any):
+    """Render a template of this repo for this host and put it at dest (no change if equal)."""
+    text = render(template, {**lab(), **extra})
+    return files.put(name=name, src=StringIO(text), dest=dest, mode=mode)
+
+
+def ensure_packages(name: str, packages: list[str]):
+    """Install what is missing; `apt-get update` first only then, so a re-run stays a no-op."""
+    installed = host.get_fact(DebPackages)
+    missing = [p for p in packages if p not in installed]
+    return apt.packages(name=name, packages=packages, update=bool(missing))
+
+
+def deb_arch() -> str:
+    return host.get_fact(Command, command="dpkg --print-architecture").strip()

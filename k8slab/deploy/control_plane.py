@@ -1,0 +1,79 @@
+"""Phase 5, the control plane: kubeadm init, kubeconfig for the SSH user, Weave Net.
+
+https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/create-cluster-kubeadm/
+https://github.com/rajch/weave (Weave Net fork; manifests/weave-net.yaml.j2 is our own)
+"""
+
+from __future__ import annotations
+
+import getpass
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.files import File, Sha256File
+from pyinfra.facts.server import Home
+from pyinfra.operations import files, server
+
+from k8slab.deploy.common import STATE_DIR, lab, upload
+from k8slab.facts import KubeObjectExists
+
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+KUBEADM_CONFIG = f"{STATE_DIR}/kubeadm-config.yaml"
+WEAVE_MANIFEST = f"{STATE_DIR}/weave-net.yaml"
+READY_SCRIPT = "/usr/local/lib/k8s-lab/cluster-ready.sh"
+KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
+
+
+@deploy("Control plane")
+def control_plane():
+    upload(
+        "kubeadm configuration (v1beta4)",
+        "templates/kubernetes/kubeadm-config.v1beta4.yaml.j2",
+        KUBEADM_CONFIG,
+        mode="600",
+    )
+    if host.get_fact(File, path=ADMIN_CONF):
+        host.noop("kubeadm init has run (admin.conf exists)")
+    else:
+        # --skip-token-print: join tokens are made per join, never printed or kept.
+        server.shell(
+            name="kubeadm init",
+            commands=[f"kubeadm init --config {KUBEADM_CONFIG} --skip-token-print"],
+        )
+    _kubeconfig_for_ssh_user()
+    upload(
+        "Cluster readiness check",
+        "templates/kubernetes/cluster-ready.sh.j2",
+        READY_SCRIPT,
+        mode="755",
+    )
+    _weave_net()
+
+
+def _kubeconfig_for_ssh_user():
+    user = host.data.get("ssh_user") or getpass.getuser()
+    home = host.get_fact(Home, user=user)
+    dest = f"{home}/.kube/config"
+    admin = host.get_fact(Sha256File, path=ADMIN_CONF)
+    if admin is None or admin != host.get_fact(Sha256File, path=dest):
+        server.shell(
+            name=f"kubectl for {user}: copy admin.conf to {dest}",
+            commands=[f'install -D -m 0600 -o {user} -g "$(id -gn {user})" {ADMIN_CONF} {dest}'],
+        )
+    # The admin credentials: readable by that user only, even if someone loosened them.
+    files.file(name=f"{dest} is private to {user}", path=dest, user=user, mode="600")
+
+
+def _weave_net():
+    manifest = upload(
+        f"Weave Net {lab()['weave_version']} manifest",
+        "manifests/weave-net.yaml.j2",
+        WEAVE_MANIFEST,
+    )
+    applied = host.get_fact(
+        KubeObjectExists, kind="daemonset", object_name="weave-net", namespace="kube-system"
+    )
+    if manifest.changed or not applied:
+        server.shell(name="Apply Weave Net", commands=[f"{KUBECTL} apply -f {WEAVE_MANIFEST}"])
+    else:
+        host.noop("Weave Net is applied and unchanged")

@@ -1,0 +1,75 @@
+"""Phase 6, workers join with a token made on the control plane at that moment.
+
+https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-join/
+The token lives only in memory for this call: never written to disk, never printed (its
+place in pyinfra's logs shows *MASKED*); it expires after 15 minutes anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from pyinfra import host, inventory
+from pyinfra.api import deploy
+from pyinfra.api.command import QuoteString, StringCommand
+from pyinfra.api.hiddenvalue import HiddenValue
+from pyinfra.facts.files import File
+from pyinfra.operations import python
+
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+logger = logging.getLogger("k8slab")
+_JOIN = re.compile(r"--token\s+(\S+)\s+--discovery-token-ca-cert-hash\s+(sha256:[0-9a-f]{64})")
+
+
+@deploy("Join workers")
+def join_worker():
+    if host.get_fact(File, path=KUBELET_CONF):
+        host.noop("already joined (kubelet.conf exists)")
+        return
+    control_plane = inventory.get_group("control_plane")[0]
+    python.call(name="kubeadm join with a fresh token", function=_join, control_plane=control_plane)
+
+
+def _fail(worker, message: str) -> bool:
+    worker.log_styled(message, fg="red", log_func=logger.error)
+    return False
+
+
+def _join(state, host, control_plane) -> bool:
+    values = host.data.lab
+    if not control_plane.connected:
+        control_plane.connect(raise_exceptions=True)
+    ok, out = control_plane.run_shell_command(
+        StringCommand(
+            "kubeadm token create --ttl 15m --print-join-command",
+            "--description",
+            QuoteString(f"k8s-lab join of {values['node_name']}"),
+        ),
+        _sudo=True,
+    )
+    found = _JOIN.search(out.stdout) if ok else None
+    if not found:
+        why = out.stderr.strip().splitlines()[-1:] or ["no join command in its output"]
+        return _fail(host, f"could not make a join token on {control_plane.name}: {why[0]}")
+    token, ca_hash = found.groups()
+    ok, out = host.run_shell_command(
+        StringCommand(
+            "kubeadm",
+            "join",
+            f"{values['kube_api_address']}:6443",
+            "--token",
+            QuoteString(HiddenValue(token)),
+            "--discovery-token-ca-cert-hash",
+            ca_hash,
+            "--cri-socket",
+            values["kube_cri_socket"],
+            "--node-name",
+            values["node_name"],
+        ),
+        _sudo=True,
+    )
+    if not ok:
+        last = [line for line in out.stderr.splitlines() if line.strip()][-3:]
+        return _fail(host, "kubeadm join failed: " + " | ".join(last).replace(token, "*MASKED*"))
+    return True

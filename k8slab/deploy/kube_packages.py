@@ -1,0 +1,63 @@
+"""Phase 4, kubeadm, kubelet and kubectl from pkgs.k8s.io, one repository per minor, held.
+
+https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/install-kubeadm/#installing-kubeadm-kubelet-and-kubectl
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files, server, systemd
+
+from k8slab.deploy.common import KEYRING_DIR, ensure_packages, lab, upload
+from k8slab.facts import HeldPackages
+
+PACKAGES = ["kubelet", "kubeadm", "kubectl"]
+
+
+def repo_url(minor: str) -> str:
+    return f"https://pkgs.k8s.io/core:/stable:/v{minor}/deb/"
+
+
+@deploy("Kubernetes packages")
+def kube_packages():
+    values = lab()
+    minor = values["kube_version"]
+    keyring = f"{KEYRING_DIR}/kubernetes-{minor}.asc"
+    files.directory(name="apt keyring directory", path=KEYRING_DIR, mode="755")
+    files.download(
+        name=f"pkgs.k8s.io signing key for v{minor}",
+        src=f"{repo_url(minor)}Release.key",
+        dest=keyring,
+        mode="644",
+    )
+    upload(
+        f"pkgs.k8s.io repository for v{minor}, signed-by its key",
+        "templates/kubernetes/kubernetes.list.j2",
+        "/etc/apt/sources.list.d/kubernetes.list",
+        kube_keyring=keyring,
+        kube_repo_url=repo_url(minor),
+    )
+    ensure_packages(f"Install kubelet, kubeadm and kubectl v{minor}", PACKAGES)
+    held = host.get_fact(HeldPackages)
+    unheld = [p for p in PACKAGES if p not in held]
+    if unheld:
+        server.shell(
+            name="Hold them: an apt upgrade must never move the cluster's version",
+            commands=[f"apt-mark hold {' '.join(unheld)}"],
+        )
+    else:
+        host.noop("kubelet, kubeadm and kubectl are held")
+    kubelet_env = upload(
+        "kubelet uses the node IP from the topology",
+        "templates/kubernetes/kubelet.default.j2",
+        "/etc/default/kubelet",
+    )
+    # Not `running`: until kubeadm init or join writes its config, kubelet restarts in a loop.
+    systemd.service(name="kubelet starts at boot", service="kubelet", running=None, enabled=True)
+    systemd.service(
+        name="Restart a configured kubelet for a changed node IP",
+        service="kubelet",
+        restarted=True,
+        _if=kubelet_env.did_change,
+    )

@@ -1,0 +1,91 @@
+"""pyinfra facts the deploy phases read before acting (pyinfra's own cover the rest)."""
+
+from __future__ import annotations
+
+import re
+
+from pyinfra.api import FactBase
+
+
+class ActiveSwap(FactBase):
+    """Swap devices and files in use now (kubelet refuses to start by default with swap on)."""
+
+    default = list
+
+    def command(self) -> str:
+        return "swapon --noheadings --show=NAME 2>/dev/null || true"
+
+    def process(self, output):
+        return [line.strip() for line in output if line.strip()]
+
+
+class HeldPackages(FactBase):
+    """Packages apt will not upgrade (`apt-mark showhold`)."""
+
+    default = list
+
+    def command(self) -> str:
+        return "apt-mark showhold 2>/dev/null || true"
+
+    def process(self, output):
+        return [line.strip() for line in output if line.strip()]
+
+
+class CriDockerdVersion(FactBase):
+    """Version of the installed cri-dockerd binary, or None."""
+
+    def command(self, path: str) -> str:
+        return f"{path} --version 2>&1 || true"
+
+    def process(self, output):
+        match = re.search(r"cri-dockerd (\d+\.\d+\.\d+)", "\n".join(output))
+        return match.group(1) if match else None
+
+
+class ClusterProblems(FactBase):
+    """What is not ready yet (one line each; [] when all is ready), or None before kubeadm init.
+
+    Runs the check script the control-plane phase installs; see cluster-ready.sh.j2.
+    """
+
+    def command(self, script: str, nodes: list[str]) -> str:
+        return (
+            f"if [ -x {script} ] && [ -f /etc/kubernetes/admin.conf ]; "
+            f"then {script} 0 {' '.join(nodes)} || true; else echo no-cluster; fi"
+        )
+
+    def process(self, output):
+        if output == ["no-cluster"]:
+            return None
+        return [line for line in output if line.strip() and not line.startswith("cluster ready")]
+
+
+class MissingKernelModules(FactBase):
+    """Which of these modules are neither loaded nor built into the running kernel."""
+
+    default = list
+
+    def command(self, modules: list[str]) -> str:
+        checks = " ".join(modules)
+        return (
+            f"for m in {checks}; do "
+            'grep -q "^$m " /proc/modules 2>/dev/null '
+            '|| grep -q "/$m.ko" /lib/modules/$(uname -r)/modules.builtin 2>/dev/null '
+            "|| [ -d /sys/module/$m ] || echo $m; done"
+        )
+
+    def process(self, output):
+        return [line.strip() for line in output if line.strip()]
+
+
+class KubeObjectExists(FactBase):
+    """Whether `kubectl get` finds the object, with the admin kubeconfig (False before init)."""
+
+    def command(self, kind: str, object_name: str, namespace: str) -> str:
+        return (
+            "KUBECONFIG=/etc/kubernetes/admin.conf "
+            f"kubectl -n {namespace} get {kind} {object_name} -o name 2>/dev/null || true"
+        )
+
+    def process(self, output):
+        return any(line.strip() for line in output)

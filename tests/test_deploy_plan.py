@@ -1,0 +1,62 @@
+"""The host-prep phase plans under the real pyinfra, with real facts of this machine (@local, --dry).
+
+The other phases need systemd and a reachable apt on the target: their plans are checked
+against the test bed's hosts in tests/testbed/test_deploy.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from k8slab.topology import REPO_ROOT
+
+PYINFRA = Path(sys.executable).with_name("pyinfra")
+
+INVENTORY = """
+from k8slab.topology import load
+_t = load({config!r})
+control_plane = [("@local", {{"lab": _t.host_vars(_t.control_plane), "_sudo": False}})]
+"""
+
+
+@pytest.fixture(scope="module")
+def hostprep_plan(tmp_path_factory) -> list[str]:
+    inv = tmp_path_factory.mktemp("plan") / "local_inventory.py"
+    inv.write_text(INVENTORY.format(config=str(REPO_ROOT / "inventory" / "lab.yaml")))
+    result = subprocess.run(
+        [str(PYINFRA), "--dry", "--json", str(inv), "deploys/hostprep.py"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [op["name"].split(" | ", 1)[1] for op in json.loads(result.stdout)["plan"]]
+
+
+def test_hostprep_plans_every_step(hostprep_plan):
+    for step in (
+        "Set the hostname from the topology",
+        "List every node in /etc/hosts",
+        "Keep swap off after reboot: comment out swap in /etc/fstab",
+        "Load overlay and br_netfilter at boot",
+        "Keep bridged traffic and forwarding sysctls at boot",
+        "Set net.ipv4.ip_forward = 1 now",
+        "Install the tools kubeadm and the labs use",
+    ):
+        assert step in hostprep_plan
+
+
+def test_modules_are_loaded_before_the_bridge_sysctls(hostprep_plan):
+    # net.bridge.* only exists once br_netfilter is loaded; a real kernel with modules
+    # would fail "sysctl before modprobe", the test bed's built-in kernel would not notice.
+    first_sysctl = min(
+        i for i, name in enumerate(hostprep_plan) if "sysctl" in name or name.startswith("Set net.")
+    )
+    module_steps = [i for i, name in enumerate(hostprep_plan) if "br_netfilter" in name]
+    assert module_steps and max(module_steps) < first_sysctl

@@ -1,0 +1,178 @@
+"""Every host config template and the Weave Net manifest, rendered for the default topology."""
+
+from __future__ import annotations
+
+import json
+
+import jinja2
+import kubernetes_validate
+import pytest
+import yaml
+
+from k8slab.deploy.hostprep import SYSCTLS
+from k8slab.render import render
+from k8slab.topology import REPO_ROOT, load
+
+TOPO = load(REPO_ROOT / "inventory" / "lab.yaml")
+MASTER = TOPO.host_vars(TOPO.control_plane)
+SLAVE1 = TOPO.host_vars(TOPO.host("slave1"))
+# Strict schemas of every supported-or-recent minor the validator ships.
+MINORS = [m for m in ("1.31", "1.32", "1.33", "1.34", "1.35", "1.36", "1.37")]
+
+
+def kubeadm_docs(values=MASTER) -> dict[str, dict]:
+    text = render("templates/kubernetes/kubeadm-config.v1beta4.yaml.j2", values)
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(text)}
+
+
+def test_kubeadm_config_is_v1beta4_with_the_node_and_cluster_values():
+    docs = kubeadm_docs()
+    assert set(docs) == {
+        "InitConfiguration",
+        "ClusterConfiguration",
+        "KubeletConfiguration",
+        "KubeProxyConfiguration",
+    }
+    init, cluster = docs["InitConfiguration"], docs["ClusterConfiguration"]
+    assert init["apiVersion"] == cluster["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    assert init["localAPIEndpoint"] == {"advertiseAddress": "10.0.2.15", "bindPort": 6443}
+    reg = init["nodeRegistration"]
+    assert reg["criSocket"] == "unix:///var/run/cri-dockerd.sock"
+    assert reg["name"] == "master"
+    # v1beta4 turned kubeletExtraArgs into a list of name/value pairs.
+    assert reg["kubeletExtraArgs"] == [{"name": "node-ip", "value": "10.0.2.15"}]
+    assert cluster["networking"]["podSubnet"] == "10.32.0.0/12"
+    assert cluster["networking"]["serviceSubnet"] == "10.96.0.0/12"
+    assert cluster["kubernetesVersion"] == "stable-1.35"
+    assert docs["KubeletConfiguration"]["cgroupDriver"] == "systemd"
+    proxy = docs["KubeProxyConfiguration"]
+    assert proxy["apiVersion"] == "kubeproxy.config.k8s.io/v1alpha1"
+    assert (proxy["mode"], proxy["clusterCIDR"]) == ("iptables", "10.32.0.0/12")
+
+
+def test_kubeadm_config_follows_the_topology(tmp_path):
+    text = (REPO_ROOT / "inventory" / "lab.yaml").read_text()
+    text = text.replace("10.0.2.15", "192.168.56.10").replace(
+        'kube_version: "1.35"', 'kube_version: "1.37"'
+    )
+    (tmp_path / "lab.yaml").write_text(text)
+    topo = load(tmp_path / "lab.yaml")
+    docs = kubeadm_docs(topo.host_vars(topo.control_plane))
+    assert docs["InitConfiguration"]["localAPIEndpoint"]["advertiseAddress"] == "192.168.56.10"
+    assert docs["ClusterConfiguration"]["kubernetesVersion"] == "stable-1.37"
+
+
+def test_kubelet_node_ip_is_each_nodes_own():
+    assert (
+        render("templates/kubernetes/kubelet.default.j2", SLAVE1)
+        .strip()
+        .endswith('KUBELET_EXTRA_ARGS="--node-ip=10.0.2.4"')
+    )
+
+
+def test_daemon_json_uses_the_systemd_cgroup_driver():
+    daemon = json.loads(render("templates/docker/daemon.json.j2", MASTER))
+    assert daemon["exec-opts"] == ["native.cgroupdriver=systemd"]
+
+
+def test_hosts_block_lists_every_node():
+    lines = render("templates/hosts.block.j2", MASTER).split("\n")
+    assert lines[:3] == ["10.0.2.15 master", "10.0.2.4 slave1", "10.0.2.5 slave2"]
+
+
+def test_modules_and_sysctls():
+    modules = render("templates/modules-load.k8s-lab.conf.j2", MASTER).split("\n")
+    assert [m for m in modules if m and not m.startswith("#")] == ["overlay", "br_netfilter"]
+    sysctl = render("templates/sysctl.k8s-lab.conf.j2", {**MASTER, "sysctls": SYSCTLS})
+    settings = dict(
+        line.split(" = ") for line in sysctl.splitlines() if line and not line.startswith("#")
+    )
+    assert settings == {
+        "net.bridge.bridge-nf-call-iptables": "1",
+        "net.bridge.bridge-nf-call-ip6tables": "1",
+        "net.ipv4.ip_forward": "1",
+    }
+
+
+def test_apt_sources_are_signed_by_a_keyring():
+    kube = render(
+        "templates/kubernetes/kubernetes.list.j2",
+        {
+            **MASTER,
+            "kube_keyring": "/etc/apt/keyrings/kubernetes-1.35.asc",
+            "kube_repo_url": "https://pkgs.k8s.io/core:/stable:/v1.35/deb/",
+        },
+    )
+    assert (
+        "deb [signed-by=/etc/apt/keyrings/kubernetes-1.35.asc] "
+        "https://pkgs.k8s.io/core:/stable:/v1.35/deb/ /"
+    ) in kube
+    docker = render(
+        "templates/docker/docker.list.j2",
+        {
+            **MASTER,
+            "deb_arch": "amd64",
+            "docker_keyring": "/etc/apt/keyrings/docker.asc",
+            "docker_repo_url": "https://download.docker.com/linux/debian",
+            "distro_codename": "bookworm",
+        },
+    )
+    assert "deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.asc] " in docker
+
+
+def test_cri_dockerd_units_listen_where_kubeadm_is_told():
+    socket = render("templates/systemd/cri-docker.socket.j2", MASTER)
+    service = render(
+        "templates/systemd/cri-docker.service.j2",
+        {**MASTER, "cri_dockerd_bin": "/usr/local/bin/cri-dockerd"},
+    )
+    # /var/run is a link to /run on every systemd distribution.
+    assert "ListenStream=/run/cri-dockerd.sock" in socket
+    assert MASTER["kube_cri_socket"] == "unix:///var/run/cri-dockerd.sock"
+    assert "ExecStart=/usr/local/bin/cri-dockerd --container-runtime-endpoint fd://" in service
+
+
+def test_a_missing_value_is_an_error_not_an_empty_string():
+    with pytest.raises(jinja2.UndefinedError):
+        render("templates/kubernetes/kubelet.default.j2", {})
+
+
+def weave_docs(values=MASTER) -> list[dict]:
+    return list(yaml.safe_load_all(render("manifests/weave-net.yaml.j2", values)))
+
+
+@pytest.mark.parametrize("minor", MINORS)
+def test_weave_manifest_validates_strictly(minor):
+    docs = weave_docs()
+    assert [d["kind"] for d in docs] == [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "DaemonSet",
+    ]
+    for doc in docs:
+        kubernetes_validate.validate(doc, minor, strict=True)
+
+
+def test_weave_manifest_uses_the_fork_and_the_pod_subnet():
+    ds = weave_docs()[-1]
+    spec = ds["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in spec["containers"]}
+    assert set(containers) == {"weave", "weave-npc"}
+    assert containers["weave"]["image"] == "docker.io/rajchaudhuri/weave-kube:2.9.0"
+    assert containers["weave-npc"]["image"] == "docker.io/rajchaudhuri/weave-npc:2.9.0"
+    assert spec["initContainers"][0]["image"] == "docker.io/rajchaudhuri/weave-kube:2.9.0"
+    env = {e["name"]: e.get("value") for e in containers["weave"]["env"]}
+    assert env["IPALLOC_RANGE"] == MASTER["kube_pod_subnet"] == "10.32.0.0/12"
+    assert env["IPTABLES_BACKEND"] == "nft"
+    assert spec["hostNetwork"] is True
+    assert containers["weave"]["readinessProbe"]["httpGet"]["port"] == 6784
+
+
+def test_strict_validation_catches_a_misspelt_field():
+    ds = weave_docs()[-1]
+    ds["spec"]["template"]["spec"]["hostNetwrok"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(ds, "1.35", strict=True)

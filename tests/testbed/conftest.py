@@ -1,0 +1,102 @@
+"""The `testbed` fixture: three real SSH hosts (systemd-nspawn) for the deploy tests.
+
+    def test_x(testbed):
+        rc, out, err = testbed.ssh("master", "hostname")   # as root, via gurumee + sudo
+        testbed.config                                     # Path of the topology file
+        testbed.stop("slave1"); testbed.start("slave1"); testbed.reboot("slave2")
+
+Brought up once per session (reused when it already runs) and torn down at the end unless
+KEEP_TESTBED=1. Skips when the machine cannot run it, unless TESTBED_REQUIRED=1 (CI): then fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from . import bed
+
+
+class Testbed:
+    hosts = tuple(h.name for h in bed.HOSTS)
+    ips = {h.name: h.ip for h in bed.HOSTS}
+
+    def __init__(self, config: Path):
+        self.config = config
+        self.state = bed.STATE
+        self.known_hosts = bed.STATE / "known_hosts"
+        self.key = bed.STATE / "id_ed25519"
+
+    def ssh(self, host: str, cmd: str, timeout: float = 600) -> tuple[int, str, str]:
+        """Run cmd with sh as root on host; (returncode, stdout, stderr)."""
+        return bed.ssh(host, cmd, root=True, timeout=timeout)
+
+    def ssh_user(self, host: str, cmd: str, timeout: float = 60) -> tuple[int, str, str]:
+        """Run cmd as the unprivileged user gurumee."""
+        return bed.ssh(host, cmd, root=False, timeout=timeout)
+
+    def stop(self, host: str, hard: bool = False) -> None:
+        bed.stop_host(host, hard=hard)
+
+    def start(self, host: str) -> None:
+        bed.start_host(host)
+
+    def reboot(self, host: str) -> None:
+        bed.reboot_host(host)
+
+    def running(self, host: str) -> bool:
+        return bed.host_running(host)
+
+    def env(self) -> dict[str, str]:
+        """Environment for running pyinfra/labctl against the bed."""
+        return {**os.environ, "LAB_CONFIG": str(self.config)}
+
+    def pyinfra(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+        """`pyinfra -y inventory/lab.py ARGS` from the repo root against the bed."""
+        exe = os.environ.get("PYINFRA") or str(Path(sys.executable).with_name("pyinfra"))
+        return subprocess.run(
+            [exe, "-y", "inventory/lab.py", *args],
+            cwd=bed.REPO,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def _unavailable(reason: str):
+    if os.environ.get("TESTBED_REQUIRED") == "1":
+        pytest.fail(
+            f"test bed required (TESTBED_REQUIRED=1) but unavailable: {reason}", pytrace=False
+        )
+    pytest.skip(f"test bed unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def testbed():
+    reason = bed.unavailable_reason()
+    if reason:
+        _unavailable(reason)
+    try:
+        config = bed.up()
+    except bed.TestbedError as e:
+        if os.environ.get("TESTBED_REQUIRED") == "1":
+            raise
+        pytest.fail(f"the test bed did not come up: {e}", pytrace=False)
+    tb = Testbed(config)
+    yield tb
+    if os.environ.get("KEEP_TESTBED") != "1":
+        bed.down()
+
+
+@pytest.fixture
+def all_up(testbed):
+    """The bed with every host running (a test that stopped one may have failed midway)."""
+    for h in testbed.hosts:
+        if not testbed.running(h):
+            testbed.start(h)
+    return testbed

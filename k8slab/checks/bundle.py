@@ -1,0 +1,114 @@
+"""Support bundles: every command a `labctl verify` ran, with its output, saved to a directory
+(`--record DIR`) and graded again offline (`--replay DIR`).
+
+Layout (documented in labs/README.md)::
+
+    DIR/bundle.json          index: format, lab, tool, created, topology, commands[]
+    DIR/commands/NNN-HOST.out  stdout of command NNN on HOST
+    DIR/commands/NNN-HOST.err  its stderr
+
+Each commands[] entry: {"host", "command", "exit_code", "seconds", "stdout", "stderr"}, the
+last two being paths relative to DIR.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from k8slab.checks.engine import Commands, NotRecorded
+from k8slab.ssh import Result
+from k8slab.topology import Topology, TopologyError, parse
+
+FORMAT = "k8s-lab-bundle/1"
+INDEX = "bundle.json"
+
+
+class BundleError(ValueError):
+    """A bundle directory that cannot be written or read; one line."""
+
+
+def topology_data(topo: Topology) -> dict[str, Any]:
+    """What replaying needs of the topology: no SSH details, they are not needed offline."""
+    return {
+        "hosts": [{"name": h.name, "role": h.role, "node_ip": h.node_ip} for h in topo.hosts],
+        "kube_version": topo.kube_version,
+        "kube_pod_subnet": topo.kube_pod_subnet,
+        "kube_service_subnet": topo.kube_service_subnet,
+        "labs": topo.labs,
+    }
+
+
+def _tool() -> str:
+    try:
+        return f"k8s-lab {metadata.version('k8s-lab')}"
+    except metadata.PackageNotFoundError:
+        return "k8s-lab (not installed)"
+
+
+def write(directory: Path, lab_id: str, topo: Topology, commands: Commands) -> None:
+    entries = []
+    files = directory / "commands"
+    try:
+        files.mkdir(parents=True, exist_ok=True)
+        for i, ((host, cmd), (result, seconds)) in enumerate(commands.results.items(), 1):
+            stem = f"commands/{i:03d}-{host}"
+            (directory / f"{stem}.out").write_text(result.stdout, encoding="utf-8")
+            (directory / f"{stem}.err").write_text(result.stderr, encoding="utf-8")
+            entries.append(
+                {
+                    "host": host,
+                    "command": cmd,
+                    "exit_code": result.exit_code,
+                    "seconds": round(seconds, 3),
+                    "stdout": f"{stem}.out",
+                    "stderr": f"{stem}.err",
+                }
+            )
+        index = {
+            "format": FORMAT,
+            "lab": lab_id,
+            "tool": _tool(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "topology": topology_data(topo),
+            "commands": entries,
+        }
+        (directory / INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise BundleError(f"{directory}: cannot write the bundle: {e.strerror}") from None
+
+
+class Replay:
+    """A recorded bundle, read back: its topology, lab id and command results."""
+
+    def __init__(self, directory: Path):
+        path = directory / INDEX
+        try:
+            index = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BundleError(f"{path} not found: not a bundle written by --record") from None
+        except (OSError, ValueError) as e:
+            raise BundleError(f"{path}: unreadable: {e}") from None
+        if index.get("format") != FORMAT:
+            raise BundleError(f"{path}: format {index.get('format')!r}, expected {FORMAT}")
+        try:
+            self.topology = parse(index["topology"], path)
+        except TopologyError as e:
+            raise BundleError(str(e)) from None
+        self.lab = index["lab"]
+        self.directory = directory
+        self._entries = {(e["host"], e["command"]): e for e in index["commands"]}
+
+    def run(self, host: str, cmd: str) -> Result:
+        entry = self._entries.get((host, cmd))
+        if entry is None:
+            raise NotRecorded(f"{host}: not in the bundle: `{' '.join(cmd.split())[:70]}`")
+        try:
+            out = (self.directory / entry["stdout"]).read_text(encoding="utf-8")
+            err = (self.directory / entry["stderr"]).read_text(encoding="utf-8")
+        except OSError as e:
+            raise BundleError(f"{self.directory}: {e.filename}: {e.strerror}") from None
+        return Result(out, err, int(entry["exit_code"]))

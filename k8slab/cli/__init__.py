@@ -1,0 +1,47 @@
+"""labctl: apply and grade the course's labs on the cluster described by the topology file.
+
+Only this package imports click; every command parses, calls the library, and formats.
+"""
+
+from __future__ import annotations
+
+import click
+
+from k8slab.cli import apply_cmd, labs_cmd, verify_cmd
+from k8slab.cli.common import State
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    help="Topology file (default: $LAB_CONFIG, else ./inventory/lab.yaml).",
+)
+@click.option(
+    "--known-hosts",
+    type=click.Path(dir_okay=False),
+    help="known_hosts file for host keys (default: $LAB_KNOWN_HOSTS, else ~/.ssh/known_hosts).",
+)
+@click.option(
+    "--ask-pass", is_flag=True, help="Prompt for the SSH password (or set $LAB_SSH_PASSWORD)."
+)
+@click.version_option(package_name="k8s-lab")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, known_hosts: str | None, ask_pass: bool) -> None:
+    """Apply and grade the labs of the course on your kubeadm cluster.
+
+    \b
+    Example:
+      labctl apply ch09 && labctl verify
+    """
+    ctx.obj = State(config=config, known_hosts=known_hosts, ask_pass=ask_pass)
+
+
+for command in (
+    labs_cmd.labs,
+    labs_cmd.render,
+    apply_cmd.apply,
+    apply_cmd.delete,
+    verify_cmd.verify,
+):
+    main.add_command(command)

@@ -1,0 +1,96 @@
+"""labctl apply / labctl delete: change the cluster, saying each step."""
+
+from __future__ import annotations
+
+import click
+
+from k8slab import labs as lablib
+from k8slab.cli.common import State, one_line_errors
+
+
+def _say(line: str) -> None:
+    click.echo(line)
+
+
+def _apply_error(fn):
+    """A failed build, kubectl call or timeout exits 1 with its one line (not a usage error)."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except lablib.ApplyError as e:
+            raise click.ClickException(str(e)) from None
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@click.command()
+@click.argument("lab_id", metavar="[LAB]", required=False)
+@click.option("--only", multiple=True, metavar="STEP", help="Apply only this step (repeatable).")
+@click.option(
+    "--nodes-only",
+    is_flag=True,
+    help="Only prepare the workers and build the images (works before a cluster exists).",
+)
+@click.option(
+    "--timeout", type=click.IntRange(min=1), help="Seconds to wait for readiness (lab default)."
+)
+@click.pass_obj
+@one_line_errors
+@_apply_error
+def apply(
+    state: State, lab_id: str | None, only: tuple[str, ...], nodes_only: bool, timeout: int | None
+) -> None:
+    """Prepare the nodes, build the lab's images on the workers, kubectl apply its manifests
+    on master, and wait until everything is ready.
+
+    \b
+    Example:
+      labctl apply ch09
+      labctl apply ch09 --only hostpath --only emptydir
+      labctl apply ch09 --nodes-only     # hostPath files and images only
+    """
+    topo = state.topology()
+    lab = state.lab(lab_id, topo)
+    steps = lab.select_steps(only)
+    manifests = [] if nodes_only else lablib.render_manifests(lab, topo, steps)
+    hosts = list(topo.workers) if nodes_only else list(topo.hosts)
+    with state.fleet(topo, hosts) as fleet:
+        lablib.prepare_nodes(lab, steps, topo, fleet, _say)
+        lablib.build_images(lab, steps, topo, fleet, _say)
+        if nodes_only:
+            click.echo(f"{lab.id}: nodes prepared (--nodes-only: nothing applied)")
+            return
+        lablib.kubectl_apply(lab, manifests, topo, fleet, _say)
+        wait = timeout or int(lab.values["wait_timeout"])
+        lablib.wait_ready(lab, steps, topo, fleet, _say, wait)
+    click.echo(f"{lab.id}: applied; grade it with: labctl verify {lab.id}")
+
+
+@click.command()
+@click.argument("lab_id", metavar="[LAB]", required=False)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+@one_line_errors
+@_apply_error
+def delete(state: State, lab_id: str | None, yes: bool) -> None:
+    """Remove what `labctl apply` created: the lab's objects, the workers' prepared files
+    and the images it built.
+
+    \b
+    Example:
+      labctl delete ch09 --yes
+    """
+    topo = state.topology()
+    lab = state.lab(lab_id, topo)
+    manifests = lablib.render_manifests(lab, topo)
+    objects = ", ".join(f"{m.kind.lower()}/{m.name}" for m in manifests)
+    if not yes:
+        click.confirm(f"Delete {objects} and the lab's node files and images?", abort=True)
+    with state.fleet(topo, list(topo.hosts)) as fleet:
+        lablib.kubectl_delete(lab, manifests, topo, fleet, _say)
+        lablib.prepare_nodes(lab, lab.steps, topo, fleet, _say, undo=True)
+        lablib.remove_images(lab, lab.steps, topo, fleet, _say)
+    click.echo(f"{lab.id}: deleted")

@@ -1,0 +1,78 @@
+"""labctl verify: grade a lab live over SSH, or offline from a recorded bundle."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from k8slab.checks import bundle, report
+from k8slab.checks.engine import Commands, hosts_needed
+from k8slab.checks.engine import verify as grade
+from k8slab.cli.common import State, UsageError, one_line_errors
+
+
+@click.command()
+@click.argument("lab_id", metavar="[LAB]", required=False)
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="ID",
+    help="Run only this check or group, e.g. net (repeatable).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(report.FORMATS), default="table", show_default=True
+)
+@click.option(
+    "--record",
+    type=click.Path(file_okay=False),
+    help="Save every command's output and exit code here (a support bundle).",
+)
+@click.option(
+    "--replay",
+    type=click.Path(file_okay=False, exists=True),
+    help="Grade a bundle saved with --record, offline (no SSH).",
+)
+@click.pass_obj
+@one_line_errors
+def verify(
+    state: State,
+    lab_id: str | None,
+    only: tuple[str, ...],
+    fmt: str,
+    record: str | None,
+    replay: str | None,
+) -> None:
+    """Run the lab's checks and grade them: exit 0 if all pass, 1 if any fails, 2 on
+    usage, configuration or connection errors.
+
+    \b
+    Example:
+      labctl verify
+      labctl verify ch09 --only storage --format json
+      labctl verify --record bundle/ && tar czf bundle.tgz bundle/
+      labctl verify --replay bundle/
+    """
+    if record and replay:
+        raise UsageError("--record and --replay cannot be combined")
+    if replay:
+        recorded = bundle.Replay(Path(replay))
+        if lab_id and lab_id != recorded.lab:
+            raise UsageError(f"{replay} is a bundle of lab {recorded.lab}, not {lab_id}")
+        topo = recorded.topology
+        lab = state.lab(recorded.lab, topo)
+        checks = lab.select_checks(only)
+        result = grade(lab, topo, Commands(recorded.run), checks, replayed=True)
+    else:
+        topo = state.topology()
+        lab = state.lab(lab_id, topo)
+        checks = lab.select_checks(only)
+        with state.fleet(topo, hosts_needed(checks, topo)) as fleet:
+            commands = Commands(fleet.run)
+            result = grade(lab, topo, commands, checks)
+        if record:
+            bundle.write(Path(record), lab.id, topo, commands)
+            click.echo(f"recorded {len(commands.results)} commands in {record}", err=True)
+    click.echo(report.render(result, fmt))
+    sys.exit(result.exit_code)

@@ -1,0 +1,468 @@
+"""Labs are data: ``labs/<id>/lab.yaml`` plus its manifest templates and image contexts.
+
+This module loads a lab (its values overridden by the topology's ``labs: {<id>: ...}``),
+renders its manifests, and applies or deletes it over SSH. Checks live in k8slab.checks::
+
+    >>> lab = load_lab("ch09", topology.load())
+    >>> [s.id for s in lab.steps]
+    ['coredns', 'emptydir', 'hostpath']
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from k8slab import render
+from k8slab.checks.kinds import KINDS
+from k8slab.ssh import Fleet
+from k8slab.topology import REPO_ROOT, Host, Topology
+
+LABS_DIR = REPO_ROOT / "labs"
+WHERES = ("master", "every-node", "every-worker")
+REMOTE_DIR = ".k8s-lab"  # relative to the SSH user's home on the hosts
+
+Say = Callable[[str], None]
+
+
+class LabError(ValueError):
+    """A lab that cannot be loaded or used as asked; the message is one line."""
+
+
+class ApplyError(RuntimeError):
+    """Applying or deleting went wrong on the cluster (build, kubectl, timeout); one line."""
+
+
+@dataclass(frozen=True)
+class Command:
+    cmd: str
+    on_master: bool  # else on the check's own host
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    title: str
+    where: str  # master | every-node | every-worker | pod/<name>
+    run: dict[str, Command]
+    expect: tuple[dict[str, Any], ...]
+    hint: str
+    after: tuple[str, ...]
+
+    def hosts(self, topo: Topology) -> tuple[Host, ...]:
+        if self.where == "every-node":
+            return topo.hosts
+        if self.where == "every-worker":
+            return topo.workers
+        return (topo.control_plane,)
+
+
+@dataclass(frozen=True)
+class Prepare:
+    id: str
+    title: str
+    where: str
+    run: str
+    undo: str
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    tag: str
+    build: bool
+    context: Path | None
+
+
+@dataclass(frozen=True)
+class WaitFor:
+    kind: str
+    name: str
+    namespace: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name} -n {self.namespace}"
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    title: str
+    manifests: tuple[str, ...]
+    images: tuple[str, ...]
+    prepare: tuple[str, ...]
+    wait: tuple[WaitFor, ...]
+
+
+@dataclass(frozen=True)
+class Lab:
+    id: str
+    title: str
+    root: Path
+    values: dict[str, Any]
+    steps: tuple[Step, ...]
+    prepare: dict[str, Prepare]
+    images: dict[str, Image]
+    checks: tuple[Check, ...]
+
+    def select_steps(self, only: tuple[str, ...] = ()) -> tuple[Step, ...]:
+        known = [s.id for s in self.steps]
+        for name in only:
+            if name not in known:
+                raise LabError(f"{self.id}: no step {name!r} (steps: {', '.join(known)})")
+        return tuple(s for s in self.steps if not only or s.id in only)
+
+    def select_checks(self, only: tuple[str, ...] = ()) -> tuple[Check, ...]:
+        """`only` holds check ids or their group prefix (`net` selects every net.* check)."""
+
+        def picked(check: Check, name: str) -> bool:
+            return check.id == name or check.id.startswith(name + ".")
+
+        for name in only:
+            if not any(picked(c, name) for c in self.checks):
+                ids = ", ".join(c.id for c in self.checks)
+                raise LabError(f"{self.id}: no check {name!r} (checks: {ids})")
+        return tuple(c for c in self.checks if not only or any(picked(c, n) for n in only))
+
+
+def lab_ids(root: Path = LABS_DIR) -> list[str]:
+    return sorted(p.parent.name for p in root.glob("*/lab.yaml"))
+
+
+def load_lab(lab_id: str, topo: Topology, root: Path = LABS_DIR) -> Lab:
+    path = root / lab_id / "lab.yaml"
+    if not path.is_file():
+        raise LabError(f"no lab {lab_id!r} (labs: {', '.join(lab_ids(root)) or 'none'})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise LabError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
+    values = _merge(raw["values"], topo.labs.get(lab_id, {}), f"labs.{lab_id}")
+    context = {**topo.cluster_vars(), **values, "master": topo.control_plane.name}
+    try:
+        return _build(lab_id, path, raw, values, _render_strings(raw, context))
+    except jinja2.TemplateError as e:
+        raise LabError(f"{path}: {e.message}") from None
+    except (KeyError, TypeError) as e:
+        raise LabError(f"{path}: malformed lab: {e}") from None
+
+
+def _merge(defaults: dict, overrides: dict, where: str) -> dict:
+    """Topology overrides replace defaults key by key; an unknown key is a typo, not data."""
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if key not in defaults:
+            close = difflib.get_close_matches(str(key), list(defaults), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise LabError(f"topology: {where}.{key}: unknown key{hint}")
+        if isinstance(defaults[key], dict):
+            if not isinstance(value, dict):
+                raise LabError(f"topology: {where}.{key}: expected a mapping")
+            merged[key] = _merge(defaults[key], value, f"{where}.{key}")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _render_strings(node: Any, context: dict) -> Any:
+    if isinstance(node, str):
+        if "{{" not in node and "{%" not in node:
+            return node
+        return (
+            jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(node).render(context)
+        )
+    if isinstance(node, list):
+        return [_render_strings(x, context) for x in node]
+    if isinstance(node, dict):
+        # values are rendered by the manifests themselves; rendering them here is harmless
+        return {k: _render_strings(v, context) for k, v in node.items()}
+    return node
+
+
+def _build(lab_id: str, path: Path, raw: dict, values: dict, r: dict) -> Lab:
+    lab_dir = path.parent
+    images = {}
+    for name, spec in values["images"].items():
+        ctx = r["images"].get(name, {}).get("context")
+        if spec["build"] and not ctx:
+            raise LabError(f"{path}: images.{name}: build is true but the lab has no context")
+        images[name] = Image(
+            name, str(spec["tag"]), bool(spec["build"]), lab_dir / ctx if ctx else None
+        )
+    prepare = {
+        pid: Prepare(pid, p["title"], _where(p["where"], f"prepare.{pid}"), p["run"], p["undo"])
+        for pid, p in r.get("prepare", {}).items()
+    }
+    steps = []
+    for s in r["steps"]:
+        for ref, known, what in (
+            (s.get("images", []), images, "images"),
+            (s.get("prepare", []), prepare, "prepare"),
+        ):
+            for name in ref:
+                if name not in known:
+                    raise LabError(f"{path}: step {s['id']}: {what}: unknown {name!r}")
+        for m in s["manifests"]:
+            if not (lab_dir / "manifests" / m).is_file():
+                raise LabError(f"{path}: step {s['id']}: no manifest {m}")
+        steps.append(
+            Step(
+                s["id"],
+                s["title"],
+                tuple(s["manifests"]),
+                tuple(s.get("images", [])),
+                tuple(s.get("prepare", [])),
+                tuple(WaitFor(w["kind"], w["name"], w["namespace"]) for w in s.get("wait", [])),
+            )
+        )
+    checks = tuple(_check(c, values, path) for c in r["checks"])
+    ids = [c.id for c in checks]
+    for c in checks:
+        for dep in c.after:
+            if dep not in ids[: ids.index(c.id)]:
+                raise LabError(f"{path}: check {c.id}: after: {dep!r} is not an earlier check")
+    return Lab(lab_id, r["title"], lab_dir, values, tuple(steps), prepare, images, checks)
+
+
+def _where(value: str, key: str) -> str:
+    if value in WHERES or (value.startswith("pod/") and len(value) > 4):
+        return value
+    raise LabError(f"{key}: on: {value!r} is not one of {', '.join(WHERES)}, pod/<name>")
+
+
+def _check(c: dict, values: dict, path: Path) -> Check:
+    key = f"{path}: check {c.get('id')}"
+    where = _where(c["where"], key)
+    run = {}
+    for name, spec in c["run"].items():
+        cmd = Command(spec["cmd"], True) if isinstance(spec, dict) else Command(spec, False)
+        if where.startswith("pod/"):
+            # Runs inside the pod: kubectl exec on master, where kubectl works.
+            pod = where.removeprefix("pod/")
+            inner = f"{values['kubectl']} exec {pod} -- sh -c {shlex.quote(cmd.cmd)}"
+            cmd = Command(inner, True)
+        run[name] = cmd
+    for a in c["expect"]:
+        kind = KINDS.get(a.get("kind"))
+        if kind is None:
+            raise LabError(f"{key}: unknown kind {a.get('kind')!r} (kinds: {', '.join(KINDS)})")
+        params = set(a) - {"kind"}
+        missing = set(kind.required) - params
+        extra = params - set(kind.required) - set(kind.optional)
+        if missing or extra:
+            raise LabError(
+                f"{key}: kind {a['kind']}: missing {sorted(missing)}, unknown {sorted(extra)}"
+            )
+        outputs = [a[o] for o in kind.outputs] + [
+            a[o]["output"] for o in ("first", "second") if isinstance(a.get(o), dict)
+        ]
+        for o in outputs:
+            if o not in run:
+                raise LabError(f"{key}: kind {a['kind']} reads {o!r}, which is not in run:")
+    return Check(
+        c["id"],
+        c["title"],
+        where,
+        run,
+        tuple(c["expect"]),
+        " ".join(c["hint"].split()),
+        tuple(c.get("after", [])),
+    )
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Manifest:
+    filename: str  # one object per file, numbered in apply order
+    kind: str
+    name: str
+    namespace: str | None
+    text: str
+    obj: dict
+
+
+def render_manifests(
+    lab: Lab, topo: Topology, steps: tuple[Step, ...] | None = None
+) -> list[Manifest]:
+    """Every object of the given steps (all by default), each template once, in step order."""
+    context = {**topo.cluster_vars(), **lab.values, "master": topo.control_plane.name}
+    templates: list[str] = []
+    for step in steps if steps is not None else lab.steps:
+        templates += [m for m in step.manifests if m not in templates]
+    out = []
+    for template in templates:
+        rel = (lab.root / "manifests" / template).relative_to(REPO_ROOT).as_posix()
+        try:
+            text = render.render(rel, context)
+        except jinja2.TemplateError as e:
+            raise LabError(f"{rel}: {e.message}") from None
+        docs = [d for d in yaml.safe_load_all(text) if d]
+        if len(docs) != 1:
+            raise LabError(f"{rel}: expected exactly one object, found {len(docs)}")
+        obj = docs[0]
+        meta = obj["metadata"]
+        kind = obj["kind"]
+        filename = f"{len(out) + 1:02d}-{kind.lower()}-{meta['name']}.yaml"
+        out.append(Manifest(filename, kind, meta["name"], meta.get("namespace"), text, obj))
+    return out
+
+
+# --- apply / delete --------------------------------------------------------------------
+
+
+def _targets(where: str, topo: Topology) -> tuple[Host, ...]:
+    return {"every-node": topo.hosts, "every-worker": topo.workers}.get(
+        where, (topo.control_plane,)
+    )
+
+
+def prepare_nodes(
+    lab: Lab, steps: tuple[Step, ...], topo: Topology, fleet: Fleet, say: Say, undo: bool = False
+) -> None:
+    for pid in dict.fromkeys(p for s in steps for p in s.prepare):
+        prep = lab.prepare[pid]
+        for host in _targets(prep.where, topo):
+            r = fleet.run(host.name, prep.undo if undo else prep.run)
+            if not r.ok:
+                raise ApplyError(f"{host.name}: {prep.title}: {_said(r)}")
+            state = "no changes" if r.stdout.strip() == "unchanged" else "changed"
+            say(f"{host.name}: {'undo ' if undo else ''}{prep.title}: {state}")
+
+
+def images_to_build(lab: Lab, steps: tuple[Step, ...]) -> list[Image]:
+    names = dict.fromkeys(n for s in steps for n in s.images)
+    return [lab.images[n] for n in names if lab.images[n].build]
+
+
+def build_images(lab: Lab, steps: tuple[Step, ...], topo: Topology, fleet: Fleet, say: Say) -> None:
+    """docker build on every worker: pods of the lab run there, and cri-dockerd lets kubelet
+    use Docker's local images, so no registry is involved."""
+    for image in images_to_build(lab, steps):
+        for host in topo.workers:
+            remote = f"{REMOTE_DIR}/{lab.id}/images/{image.name}"
+            fleet.run(host.name, f"rm -rf {shlex.quote(remote)}")
+            fleet.put_tree(host.name, image.context, remote)
+            say(f"{host.name}: docker build -t {image.tag} ({image.context.name}) ...")
+            r = fleet.run(
+                host.name,
+                f"sudo docker build -q -t {shlex.quote(image.tag)} {shlex.quote(remote)}",
+                timeout=900,
+            )
+            if not r.ok:
+                raise ApplyError(f"{host.name}: docker build {image.tag} failed: {_said(r)}")
+            say(f"{host.name}: built {image.tag}")
+
+
+def remove_images(
+    lab: Lab, steps: tuple[Step, ...], topo: Topology, fleet: Fleet, say: Say
+) -> None:
+    for image in images_to_build(lab, steps):
+        for host in topo.workers:
+            r = fleet.run(host.name, f"sudo docker image rm {shlex.quote(image.tag)}")
+            say(f"{host.name}: docker image rm {image.tag}: {'done' if r.ok else 'not present'}")
+
+
+def upload_manifests(
+    lab: Lab, manifests: list[Manifest], topo: Topology, fleet: Fleet
+) -> list[str]:
+    remote = f"{REMOTE_DIR}/{lab.id}/manifests"
+    master = topo.control_plane.name
+    fleet.run(master, f"rm -rf {shlex.quote(remote)}")
+    fleet.put_files(master, {m.filename: m.text for m in manifests}, remote)
+    return [f"{remote}/{m.filename}" for m in manifests]
+
+
+def kubectl_apply(
+    lab: Lab, manifests: list[Manifest], topo: Topology, fleet: Fleet, say: Say
+) -> None:
+    paths = upload_manifests(lab, manifests, topo, fleet)
+    files = " ".join(f"-f {shlex.quote(p)}" for p in paths)
+    r = fleet.run(topo.control_plane.name, f"{lab.values['kubectl']} apply {files}")
+    for line in r.stdout.splitlines():
+        say(f"{topo.control_plane.name}: {line}")
+    if not r.ok:
+        raise ApplyError(f"{topo.control_plane.name}: kubectl apply failed: {_said(r)}")
+
+
+def kubectl_delete(
+    lab: Lab, manifests: list[Manifest], topo: Topology, fleet: Fleet, say: Say
+) -> None:
+    paths = upload_manifests(lab, manifests, topo, fleet)
+    # Reverse order: the Namespace (first applied) goes last.
+    files = " ".join(f"-f {shlex.quote(p)}" for p in reversed(paths))
+    r = fleet.run(
+        topo.control_plane.name,
+        f"{lab.values['kubectl']} delete --ignore-not-found --wait=false {files}",
+    )
+    for line in r.stdout.splitlines():
+        say(f"{topo.control_plane.name}: {line}")
+    if not r.ok:
+        raise ApplyError(f"{topo.control_plane.name}: kubectl delete failed: {_said(r)}")
+
+
+_CONDITION = {"deployment": "Available", "pod": "Ready", "daemonset": "Ready"}
+
+
+def wait_ready(
+    lab: Lab,
+    steps: tuple[Step, ...],
+    topo: Topology,
+    fleet: Fleet,
+    say: Say,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Poll until every `wait:` object is ready, saying each change; on timeout, say which
+    object is not ready and its latest events."""
+    kubectl, master = lab.values["kubectl"], topo.control_plane.name
+    pending = list(dict.fromkeys(w for s in steps for w in s.wait))
+    last: dict[WaitFor, str] = {}
+    deadline = clock() + timeout
+    while pending:
+        for w in list(pending):
+            cond = _CONDITION.get(w.kind, "Ready")
+            r = fleet.run(
+                master,
+                f"{kubectl} wait --for=condition={cond} {w.kind}/{w.name}"
+                f" -n {w.namespace} --timeout=2s",
+            )
+            if r.ok:
+                pending.remove(w)
+                say(f"ready: {w}")
+                continue
+            state = fleet.run(
+                master, f"{kubectl} get {w.kind}/{w.name} -n {w.namespace} --no-headers"
+            )
+            now = " ".join((state.stdout or state.stderr).split())
+            if last.get(w) != now:
+                last[w] = now
+                say(f"waiting: {w}: {now}")
+        if pending and clock() > deadline:
+            w = pending[0]
+            events = fleet.run(
+                master,
+                f"{kubectl} get events -n {w.namespace} --sort-by=.lastTimestamp"
+                f" | grep -F {shlex.quote(w.name)} | tail -n 3",
+            )
+            why = " | ".join(" ".join(line.split()) for line in events.stdout.splitlines())
+            raise ApplyError(
+                f"timed out after {timeout:.0f}s: {w} not ready ({last.get(w, '?')}); "
+                f"events: {why or 'none'}"
+            )
+        if pending:
+            time.sleep(2)
+
+
+def _said(r) -> str:
+    lines = (r.stderr.strip() or r.stdout.strip()).splitlines()
+    return lines[-1] if lines else f"exit {r.exit_code}"

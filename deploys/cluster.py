@@ -6,6 +6,7 @@ and re-run (optionally `--limit NEWHOST`): only it is prepared and joined.
 
 from pyinfra import host
 
+from k8slab.deploy.common import barrier
 from k8slab.deploy.control_plane import control_plane
 from k8slab.deploy.cri_dockerd import cri_dockerd
 from k8slab.deploy.docker import docker_engine
@@ -20,7 +21,9 @@ cri_dockerd()
 kube_packages()
 if "control_plane" in host.groups:
     control_plane()
+barrier("The control plane is up: workers may join")
 if "workers" in host.groups:
     join_worker()
+barrier("Workers have joined: wait for the cluster")
 if "control_plane" in host.groups:
     cluster_ready()

@@ -6,6 +6,7 @@ Groups: `control_plane` (one host) and `workers`. Each host carries the values i
 templates are rendered with as host data `lab`, so deploys never read the file themselves.
 """
 
+import os
 import sys
 
 from k8slab.topology import TopologyError, load
@@ -28,6 +29,9 @@ def _entry(h):
         data["ssh_user"] = h.ssh_user
     if h.ssh_key:
         data["ssh_key"] = h.ssh_key
+    if os.environ.get("LAB_KNOWN_HOSTS"):
+        # The same known_hosts file labctl uses; new hosts are accepted, changed keys refused.
+        data["ssh_known_hosts_file"] = os.environ["LAB_KNOWN_HOSTS"]
     return h.name, data
 
 

@@ -36,3 +36,10 @@ def ensure_packages(name: str, packages: list[str]):
 
 def deb_arch() -> str:
     return host.get_fact(Command, command="dpkg --print-architecture").strip()
+
+
+def barrier(name: str):
+    """An operation every host runs at the same point, so that pyinfra orders what comes after
+    it on any host after what came before it on every host (e.g. join after init): pyinfra
+    only orders operations of different hosts through the operations they share."""
+    return files.directory(name=name, path=STATE_DIR, mode="755")

@@ -1,0 +1,125 @@
+"""The phases that need pkgs.k8s.io, GitHub or container images cannot run here: their plans
+(`pyinfra --dry`, real facts from the three test-bed hosts) are what is asserted.
+
+Proven here only on paper: the Docker apt repository, cri-dockerd, the Kubernetes packages,
+kubeadm init/join, Weave Net and the readiness wait are never executed by the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from k8slab.topology import REPO_ROOT
+
+pytestmark = pytest.mark.testbed
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+
+
+def dry_run(testbed, tmp_path, *args: str, **topology_changes) -> subprocess.CompletedProcess:
+    topo = yaml.safe_load(Path(testbed.config).read_text())
+    topo.update(topology_changes)
+    config = tmp_path / "lab.yaml"
+    config.write_text(yaml.safe_dump(topo))
+    env = {**testbed.env(), "LAB_CONFIG": str(config), "LAB_KNOWN_HOSTS": str(testbed.known_hosts)}
+    result = subprocess.run(
+        [PYINFRA, "--dry", *args, "inventory/lab.py", "deploys/cluster.py"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def plan(testbed, tmp_path_factory) -> list[dict]:
+    tmp = tmp_path_factory.mktemp("plan")
+    return json.loads(dry_run(testbed, tmp, "--json", docker_source="docker").stdout)["plan"]
+
+
+def ops(plan, phase: str) -> dict[str, set[str]]:
+    """Operation name -> hosts it would run on, for one phase."""
+    return {
+        op["name"].split(" | ", 1)[-1]: set(
+            op["hosts_with_change"] + op["hosts_with_conditional_change"]
+        )
+        for op in plan
+        if op["name"].startswith(phase)
+    }
+
+
+ALL = {"master", "slave1", "slave2"}
+
+
+def test_docker_from_dockers_signed_repository(plan):
+    docker = ops(plan, "Docker Engine")
+    assert docker["Docker's apt signing key"] == ALL
+    assert docker["Docker's apt repository, signed-by its key"] == ALL
+    assert docker["Install Docker Engine from Docker's repository"] == ALL
+
+
+def test_cri_dockerd_pinned_release_and_units(plan):
+    cri = ops(plan, "cri-dockerd")
+    assert cri["Download cri-dockerd 0.4.3 (amd64)"] == ALL
+    assert cri["Install cri-dockerd 0.4.3 to /usr/local/bin/cri-dockerd"] == ALL
+    assert cri["cri-docker.socket is enabled and running"] == ALL
+
+
+def test_kubernetes_packages_from_the_minors_repo_and_held(plan):
+    kube = ops(plan, "Kubernetes packages")
+    assert kube["pkgs.k8s.io signing key for v1.35"] == ALL
+    assert kube["pkgs.k8s.io repository for v1.35, signed-by its key"] == ALL
+    assert kube["Install kubelet, kubeadm and kubectl v1.35"] == ALL
+    assert kube["Hold them: an apt upgrade must never move the cluster's version"] == ALL
+
+
+def test_init_only_on_master_join_only_on_workers_and_after_init(plan):
+    names = [op["name"] for op in plan]
+    assert ops(plan, "Control plane")["kubeadm init"] == {"master"}
+    assert ops(plan, "Join workers")["kubeadm join with a fresh token"] == {"slave1", "slave2"}
+    assert ops(plan, "Cluster ready") == {
+        "Wait up to 10 min for nodes, weave-net and coredns": {"master"}
+    }
+    init = names.index("Control plane | kubeadm init")
+    weave = names.index("Control plane | Apply Weave Net")
+    join = names.index("Join workers | kubeadm join with a fresh token")
+    wait = names.index("Cluster ready | Wait up to 10 min for nodes, weave-net and coredns")
+    assert init < weave < join < wait
+
+
+def created_files(diff_output: str) -> dict[tuple[str, str], str]:
+    """(host, path) -> content of each file pyinfra --diff says it will create."""
+    files, current = {}, None
+    for line in diff_output.splitlines():
+        head = re.match(r"\s*\[(\S+)\] Will (?:create|modify) (\S+)", line)
+        if head:
+            current = head.groups()
+            files[current] = ""
+        elif current and re.match(r"\s+\+ ?", line) and not line.strip().startswith("+++"):
+            files[current] += re.sub(r"^\s+\+ ?", "", line) + "\n"
+        elif current and not re.match(r"\s+(@@|-)", line):
+            current = None
+    return files
+
+
+def test_kubeadm_config_and_kubelet_get_each_hosts_node_ip(testbed, tmp_path):
+    out = dry_run(testbed, tmp_path, "--diff").stderr + dry_run(testbed, tmp_path, "--diff").stdout
+    files = created_files(out)
+    kubeadm = [yaml.safe_load_all(files[("master", "/etc/k8s-lab/kubeadm-config.yaml")])]
+    docs = {d["kind"]: d for d in kubeadm[0]}
+    assert docs["InitConfiguration"]["localAPIEndpoint"]["advertiseAddress"] == "10.0.2.15"
+    assert docs["InitConfiguration"]["nodeRegistration"]["criSocket"] == (
+        "unix:///var/run/cri-dockerd.sock"
+    )
+    assert not any(host != "master" for host, path in files if "kubeadm" in path)
+    for host, ip in testbed.ips.items():
+        assert f'KUBELET_EXTRA_ARGS="--node-ip={ip}"' in files[(host, "/etc/default/kubelet")]

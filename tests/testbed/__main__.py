@@ -1,6 +1,7 @@
 """python3 -m tests.testbed up|down|status|start|stop|restart|reboot HOST|ssh HOST CMD"""
 
 import argparse
+import contextlib
 import sys
 
 from . import bed
@@ -33,29 +34,35 @@ def main(argv=None) -> int:
     s.add_argument("command", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
     try:
-        if a.cmd == "up":
-            print(bed.up())
-        elif a.cmd == "down":
-            bed.down(keep_roots=a.keep_roots)
-        elif a.cmd == "status":
-            for k, v in bed.status().items():
-                print(f"{k:8} {v}")
-        elif a.cmd == "rebuild-base":
-            bed.ensure_base(force=True)
-        elif a.cmd == "start":
-            bed.start_host(a.host)
-        elif a.cmd == "stop":
-            bed.stop_host(a.host, hard=a.hard)
-        elif a.cmd == "restart":
-            bed.stop_host(a.host, hard=a.hard)
-            bed.start_host(a.host)
-        elif a.cmd == "reboot":
-            bed.reboot_host(a.host)
-        elif a.cmd == "ssh":
-            rc, out, err = bed.ssh(a.host, " ".join(a.command) or "true")
-            sys.stdout.write(out)
-            sys.stderr.write(err)
-            return rc
+        lock = (
+            contextlib.nullcontext()
+            if a.cmd in ("status", "ssh")
+            else bed.locked(what=f"testbed {a.cmd}")
+        )
+        with lock:
+            if a.cmd == "up":
+                print(bed.up())
+            elif a.cmd == "down":
+                bed.down(keep_roots=a.keep_roots)
+            elif a.cmd == "status":
+                for k, v in bed.status().items():
+                    print(f"{k:8} {v}")
+            elif a.cmd == "rebuild-base":
+                bed.ensure_base(force=True)
+            elif a.cmd == "start":
+                bed.start_host(a.host)
+            elif a.cmd == "stop":
+                bed.stop_host(a.host, hard=a.hard)
+            elif a.cmd == "restart":
+                bed.stop_host(a.host, hard=a.hard)
+                bed.start_host(a.host)
+            elif a.cmd == "reboot":
+                bed.reboot_host(a.host)
+            elif a.cmd == "ssh":
+                rc, out, err = bed.ssh(a.host, " ".join(a.command) or "true")
+                sys.stdout.write(out)
+                sys.stderr.write(err)
+                return rc
     except bed.TestbedError as e:
         print(f"testbed: error: {e}", file=sys.stderr)
         return 1

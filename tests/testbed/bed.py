@@ -15,6 +15,8 @@ Layout (all overridable by environment, see README.md):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import hashlib
 import json
@@ -89,6 +91,55 @@ def run(cmd, check=True, quiet=False, **kw) -> subprocess.CompletedProcess:
         out = (r.stdout or "")[-3000:] if quiet else ""
         raise TestbedError(f"{' '.join(map(str, cmd))} exited {r.returncode}\n{out}")
     return r
+
+
+# --------------------------------------------------------------------------- lock
+
+LOCK_PATH = Path(os.environ.get("TESTBED_LOCK") or "/run/k8s-lab-testbed.lock")
+_lock_fd: int | None = None
+_lock_depth = 0
+
+
+@contextlib.contextmanager
+def locked(timeout: float | None = None, what: str = "use"):
+    """One user of the bed at a time (a pytest session, or a CLI command); re-entrant."""
+    global _lock_fd, _lock_depth
+    if _lock_depth:
+        _lock_depth += 1
+        try:
+            yield
+        finally:
+            _lock_depth -= 1
+        return
+    if timeout is None:
+        timeout = float(os.environ.get("TESTBED_LOCK_TIMEOUT", "1800"))
+    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise TestbedError(
+                    f"the test bed is busy ({holder}); gave up after {timeout:.0f}s"
+                ) from None
+            if not told:
+                log(f"waiting for the test bed, in use by {holder}")
+                told = True
+            time.sleep(1)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} ({what})\n".encode(), 0)
+    _lock_fd, _lock_depth = fd, 1
+    try:
+        yield
+    finally:
+        _lock_depth = 0
+        _lock_fd = None
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- preconditions
@@ -540,8 +591,29 @@ def proxy_pid() -> int | None:
     return _read_pid("proxy", str(PROXY))
 
 
+def _find_orphan_proxy() -> int | None:
+    """A bed proxy on our address whose PID file was lost (a session killed mid-way)."""
+    want = [str(PROXY), f"{BRIDGE_IP}:{PROXY_PORT}"]
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if all(w in cmdline for w in want) and not _is_zombie(int(d.name)):
+            return int(d.name)
+    return None
+
+
 def ensure_proxy() -> None:
     if proxy_pid():
+        return
+    orphan = _find_orphan_proxy()
+    if orphan:
+        log(f"adopting the running bed proxy (pid {orphan}) whose PID file was lost")
+        STATE.mkdir(parents=True, exist_ok=True)
+        _pidfile("proxy").write_text(f"{orphan}\n")
         return
     allowed = proxy_allowed_hosts()
     log(f"starting the apt proxy on {BRIDGE_IP}:{PROXY_PORT} (GET/HEAD to {', '.join(allowed)})")

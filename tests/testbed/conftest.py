@@ -81,16 +81,24 @@ def testbed():
     reason = bed.unavailable_reason()
     if reason:
         _unavailable(reason)
+    lock = bed.locked(what="pytest session")
+    lock.__enter__()  # held for the session: a second session waits instead of tearing it down
     try:
         config = bed.up()
-    except bed.TestbedError as e:
-        if os.environ.get("TESTBED_REQUIRED") == "1":
-            raise
-        pytest.fail(f"the test bed did not come up: {e}", pytrace=False)
+    except BaseException as e:
+        lock.__exit__(None, None, None)
+        if isinstance(e, bed.TestbedError):
+            pytest.fail(f"the test bed did not come up: {e}", pytrace=False)
+        raise
     tb = Testbed(config)
-    yield tb
-    if os.environ.get("KEEP_TESTBED") != "1":
-        bed.down()
+    try:
+        yield tb
+    finally:
+        try:
+            if os.environ.get("KEEP_TESTBED") != "1":
+                bed.down()
+        finally:
+            lock.__exit__(None, None, None)
 
 
 @pytest.fixture

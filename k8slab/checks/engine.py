@@ -113,6 +113,11 @@ def _grade(check: Check, host: Host, topo: Topology, commands: Commands) -> tupl
     return "pass", " | ".join(dict.fromkeys(evidence))
 
 
+def _one_line(text: str) -> str:
+    # Column padding of kubectl/netstat lines is noise in a report; keep the words.
+    return " ".join(text.split())
+
+
 def verify(
     lab: Lab,
     topo: Topology,
@@ -132,7 +137,7 @@ def verify(
             ready = [
                 c for c in remaining if all(d not in ids or _finished(d, done) for d in c.after)
             ]
-            remaining = [c for c in remaining if c not in ready]
+            remaining = [c for c in remaining if c.id not in {r.id for r in ready}]
             jobs = {}
             for c in ready:
                 blocked = [d for d in c.after if d in ids and not _passed(d, done)]
@@ -142,9 +147,10 @@ def verify(
                             c.id, c.title, h.name, "skip", f"{blocked[0]} did not pass", "", 0.0
                         )
                     else:
-                        jobs[(c, h)] = pool.submit(_timed, c, h, topo, commands)
-            for (c, h), fut in jobs.items():
+                        jobs[(c.id, h.name)] = c, h, pool.submit(_timed, c, h, topo, commands)
+            for c, h, fut in jobs.values():
                 status, evidence, seconds = fut.result()
+                evidence = _one_line(evidence)
                 hint = c.hint if status in ("fail", "error") else ""
                 done[(c.id, h.name)] = CheckResult(
                     c.id, c.title, h.name, status, evidence, hint, seconds

@@ -34,20 +34,20 @@ _POD_TAIL = re.compile(
 )
 
 
+_WITH_NS = re.compile(r"^(?P<ns>\S+)\s+(?P<name>\S+)\s+" + _POD_TAIL.pattern)
+_WITHOUT_NS = re.compile(r"^(?P<name>\S+)\s+" + _POD_TAIL.pattern)
+
+
 def pods(text: str) -> list[Pod]:
-    """`kubectl get pod [-A] -o wide`; without a NAMESPACE column the namespace is default."""
-    lines = text.splitlines()
-    with_ns = bool(lines) and lines[0].split()[:1] == ["NAMESPACE"]
-    head = r"^(?P<ns>\S+)\s+(?P<name>\S+)\s+" if with_ns else r"^(?P<name>\S+)\s+"
-    row = re.compile(head + _POD_TAIL.pattern)
+    """`kubectl get pod [-A] -o wide`, header or not (the course greps it); rows without a
+    namespace column are in default. READY never parses as a name, so rows are unambiguous."""
     found = []
-    for line in lines:
-        m = row.match(line.strip())
+    for line in text.splitlines():
+        line = line.strip()
+        m = _WITH_NS.match(line) or _WITHOUT_NS.match(line)
         if m:
-            ns = m.group("ns") if with_ns else "default"
-            found.append(
-                Pod(ns, m["name"], m["ready"], m["status"], m["ip"], m["node"], line.strip())
-            )
+            ns = m.groupdict().get("ns") or "default"
+            found.append(Pod(ns, m["name"], m["ready"], m["status"], m["ip"], m["node"], line))
     return found
 
 

@@ -1,0 +1,285 @@
+"""Assertion kinds for host checks (`labctl doctor`), registered into the shared KINDS registry.
+
+Most host checks are plain data (`matches`, `absent`, `at-least`); the rest read the topology
+(node_ip, subnets) or compare one host with the others. Kinds that compare hosts read the
+other hosts' outputs through `peers`, which `k8slab.doctor` binds while it grades::
+
+    >>> with across(commands):
+    ...     report = verify(lab, topo, commands)
+
+Warnings: the engine knows pass/fail/skip/error only, so a warning is a pass whose evidence
+starts with "warning: " (`labctl doctor` counts them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from k8slab.checks import parse
+from k8slab.checks.kinds import CommandFailed, Context, Outcome, _first_line, _kind, _short
+from k8slab.ssh import Result, SSHError
+
+WARNING = "warning: "
+# Interfaces the cluster itself creates: their addresses and routes are expected to sit in
+# the pod subnet once Weave runs.
+CLUSTER_INTERFACES = re.compile(r"^(weave|datapath|vethwe|vxlan-6784|kube-ipvs0|cni0)")
+
+_peers: list[Callable[[str, str], Result]] = []
+
+
+@contextlib.contextmanager
+def across(run: Callable[[str, str], Result]) -> Iterator[None]:
+    """Let kinds that compare hosts run (or read recorded) commands on the other hosts."""
+    _peers.append(run)
+    try:
+        yield
+    finally:
+        _peers.remove(run)
+
+
+def _peer_text(ctx: Context, host: str, name: str) -> str:
+    if not _peers:
+        raise CommandFailed("this kind compares hosts and needs `labctl doctor` to run it")
+    try:
+        r = _peers[-1](host, ctx.commands[name])
+    except SSHError as e:
+        raise CommandFailed(f"cannot read {host}: {e}") from None
+    if not r.ok:
+        said = (r.stderr.strip() or r.stdout.strip()).splitlines()
+        raise CommandFailed(
+            f"{host}: `{_short(ctx.commands[name])}` exited {r.exit_code}: "
+            f"{said[0] if said else 'no output'}"
+        )
+    return r.stdout
+
+
+@_kind("absent", ("output",), ("regex",), ("what",))
+def _absent(ctx: Context, p: dict) -> Outcome:
+    """No line of the output matches `regex`; the evidence is the offending line."""
+    text = ctx.text(p["output"])
+    for line in text.splitlines():
+        if re.search(p["regex"], line):
+            return Outcome(False, f"{p.get('what', 'found')}: {line.strip()}")
+    shown = "; ".join(x.strip() for x in text.splitlines() if x.strip()) or "(empty output)"
+    return Outcome(True, f"none in `{_short(ctx.commands[p['output']], 40)}`: {shown}")
+
+
+@_kind("at-least", ("output",), ("regex", "min"), ("unit", "scale", "what"))
+def _at_least(ctx: Context, p: dict) -> Outcome:
+    """The number captured by `regex` (divided by `scale`) is at least `min` `unit`."""
+    text = ctx.text(p["output"])
+    m = re.search(p["regex"], text, re.MULTILINE)
+    if not m:
+        return Outcome(False, f"no match for {p['regex']!r} in: {_first_line(text)}")
+    value = float(m.group(1)) / float(p.get("scale", 1))
+    unit = f" {p['unit']}" if p.get("unit") else ""
+    what = p.get("what", "value")
+    shown = f"{value:g}" if value == int(value) else f"{value:.2f}"
+    return Outcome(value >= float(p["min"]), f"{what}: {shown}{unit} (need >= {p['min']}{unit})")
+
+
+@_kind("warn-unless-matches", ("output",), ("regex", "warning"))
+def _warn_unless(ctx: Context, p: dict) -> Outcome:
+    """Always passes: the matching line, or "warning: <warning>" with what was printed."""
+    text = ctx.text(p["output"])
+    for line in text.splitlines():
+        if re.search(p["regex"], line):
+            return Outcome(True, line.strip())
+    return Outcome(True, f"{WARNING}{p['warning']} (printed: {_first_line(text)})")
+
+
+def _addresses(text: str) -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """`ip -o -4 addr`: (interface, address/prefix) pairs."""
+    found = []
+    for line in text.splitlines():
+        m = re.match(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", line.strip())
+        if m:
+            found.append((m.group(1).split("@")[0], ipaddress.IPv4Interface(m.group(2))))
+    return found
+
+
+def _routes(text: str) -> list[tuple[str, str, str]]:
+    """`ip -o -4 route`: (destination, device, line)."""
+    found = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        dev = words[words.index("dev") + 1] if "dev" in words[:-1] else ""
+        found.append((words[0], dev, line.strip()))
+    return found
+
+
+def _links(text: str) -> dict[str, str]:
+    """`ip -o link`: interface -> MAC."""
+    macs = {}
+    for line in text.splitlines():
+        m = re.match(r"^\d+:\s+([^:]+):.*\slink/\S+\s+([0-9a-f:]{17})", line.strip())
+        if m:
+            macs[m.group(1).split("@")[0]] = m.group(2)
+    return macs
+
+
+@_kind("node-ip-present", ("addrs",))
+def _node_ip_present(ctx: Context, p: dict) -> Outcome:
+    """The host's node_ip (from the topology) is an address of one of its interfaces."""
+    want = ctx.host.node_ip
+    for dev, addr in _addresses(ctx.text(p["addrs"])):
+        if str(addr.ip) == want:
+            return Outcome(True, f"{want} on {dev} ({addr})")
+    have = ", ".join(f"{d} {a}" for d, a in _addresses(ctx.text(p["addrs"]))) or "none"
+    return Outcome(False, f"node_ip {want} is not on this host (addresses: {have})")
+
+
+def _default_route_addresses(addrs: str, routes: str) -> list[str]:
+    devs = {dev for dst, dev, _ in _routes(routes) if dst == "default"}
+    return [str(a.ip) for dev, a in _addresses(addrs) if dev in devs]
+
+
+@_kind("not-shared-nat", ("addrs", "routes"), (), ("address",))
+def _not_shared_nat(ctx: Context, p: dict) -> Outcome:
+    """Warns when node_ip is `address` (10.0.2.15, VirtualBox NAT) and the default-route
+    interface of several hosts has it too: every VM behind plain NAT gets the same IP."""
+    nat = p.get("address", "10.0.2.15")
+    mine = _default_route_addresses(ctx.text(p["addrs"]), ctx.text(p["routes"]))
+    if ctx.host.node_ip != nat or nat not in mine:
+        return Outcome(True, f"node_ip {ctx.host.node_ip} is not a shared NAT address")
+    sharing = [ctx.host.name]
+    for other in ctx.topology.hosts:
+        if other.name == ctx.host.name:
+            continue
+        theirs = _default_route_addresses(
+            _peer_text(ctx, other.name, p["addrs"]), _peer_text(ctx, other.name, p["routes"])
+        )
+        if nat in theirs:
+            sharing.append(other.name)
+    if len(sharing) > 1:
+        return Outcome(
+            True,
+            f"{WARNING}{nat} is the default-route address of {', '.join(sharing)}: that is "
+            "VirtualBox's NAT address, the same on every VM; use a NAT network or host-only "
+            "adapter IP as node_ip",
+        )
+    return Outcome(True, f"{nat} is on the default-route interface of {ctx.host.name} only")
+
+
+@_kind("subnets-clear", ("addrs", "routes"))
+def _subnets_clear(ctx: Context, p: dict) -> Outcome:
+    """kube_pod_subnet and kube_service_subnet overlap no address or route of the host
+    (Weave's own interfaces and routes excepted)."""
+    topo = ctx.topology
+    nets = {
+        "kube_pod_subnet": ipaddress.IPv4Network(topo.kube_pod_subnet),
+        "kube_service_subnet": ipaddress.IPv4Network(topo.kube_service_subnet),
+    }
+    checked = 0
+    for dev, addr in _addresses(ctx.text(p["addrs"])):
+        if CLUSTER_INTERFACES.match(dev) or addr.ip.is_loopback:
+            continue
+        checked += 1
+        for key, net in nets.items():
+            if addr.network.overlaps(net):
+                return Outcome(False, f"{key} {net} overlaps {addr} on {dev}")
+    for dst, dev, line in _routes(ctx.text(p["routes"])):
+        if dst == "default" or CLUSTER_INTERFACES.match(dev):
+            continue
+        try:
+            route = ipaddress.IPv4Network(dst, strict=False)
+        except ValueError:
+            continue
+        checked += 1
+        for key, net in nets.items():
+            if route.overlaps(net):
+                return Outcome(False, f"{key} {net} overlaps route: {line}")
+    return Outcome(
+        True,
+        f"{topo.kube_pod_subnet} and {topo.kube_service_subnet} clear of "
+        f"{checked} host addresses and routes",
+    )
+
+
+@_kind("ports-free", ("output",), ("ports",))
+def _ports_free(ctx: Context, p: dict) -> Outcome:
+    """`ss -Htlnp`: each of `ports` ({port: owner}) is free or held by its owner process."""
+    sockets = [s for s in parse.sockets(ctx.text(p["output"])) if s.state == "LISTEN"]
+    said = []
+    for port, owner in p["ports"].items():
+        held = [s for s in sockets if s.local[1] == int(port)]
+        strangers = [s for s in held if s.process != owner]
+        if strangers:
+            who = strangers[0].process or "an unknown process"
+            return Outcome(False, f"port {port} is held by {who} (want free or {owner})")
+        said.append(f"{port} {'held by ' + owner if held else 'free'}")
+    return Outcome(True, ", ".join(said))
+
+
+_VALUES: dict[str, Callable[[str, Context], str]] = {
+    "text": lambda text, ctx: text.strip(),
+}
+
+
+def _node_ip_mac(text: str, ctx: Context) -> str:
+    """From `ip -o -4 addr; ip -o link`: the MAC of the interface holding node_ip."""
+    macs = _links(text)
+    for dev, addr in _addresses(text):
+        if str(addr.ip) == ctx.host.node_ip:
+            return macs.get(dev, "")
+    return ""
+
+
+_VALUES["node-ip-mac"] = _node_ip_mac
+
+
+@_kind("unique-across-hosts", ("output",), ("what",), ("value", "missing"))
+def _unique(ctx: Context, p: dict) -> Outcome:
+    """The output (or `value: node-ip-mac`) differs from every other host's. An empty value
+    fails; the output `missing` (e.g. no such file on a container) is only a warning."""
+    pick = _VALUES[p.get("value", "text")]
+    mine = pick(ctx.text(p["output"]), ctx)
+    if p.get("missing") and mine == p["missing"]:
+        return Outcome(True, f"{WARNING}no {p['what']} on {ctx.host.name}: cannot compare")
+    if not mine:
+        return Outcome(False, f"no {p['what']} found on {ctx.host.name}")
+    same = [
+        other.name
+        for other in ctx.topology.hosts
+        if other.name != ctx.host.name
+        and pick(_peer_text(ctx, other.name, p["output"]), _as(ctx, other)) == mine
+    ]
+    if same:
+        return Outcome(False, f"{p['what']} {mine} is also that of {', '.join(same)}")
+    return Outcome(True, f"{p['what']} {mine} (unique among {len(ctx.topology.hosts)} hosts)")
+
+
+def _as(ctx: Context, host: Any) -> Context:
+    return Context(host, ctx.topology, ctx.commands, ctx.results)
+
+
+CLOCK_MARK = "labctl-local-clock:"
+CLOCK_COMMAND = "date +%s.%N"
+
+
+@_kind("clock-in-sync", ("output",), ("max_skew",))
+def _clock_in_sync(ctx: Context, p: dict) -> Outcome:
+    """`date +%s.%N` on the host lies within `max_skew` seconds of the local clock, read
+    before and after the command (`labctl doctor` appends "labctl-local-clock: T0 T1")."""
+    text = ctx.text(p["output"])
+    m = re.search(rf"^{CLOCK_MARK}\s*(\S+)\s+(\S+)", text, re.MULTILINE)
+    try:
+        remote = float(text.split()[0])
+    except (ValueError, IndexError):
+        return Outcome(False, f"not a time: {_first_line(text)}")
+    if not m:
+        return Outcome(False, "no local clock reading next to the host's time")
+    before, after = float(m.group(1)), float(m.group(2))
+    skew = 0.0 if before <= remote <= after else min(abs(remote - before), abs(remote - after))
+    limit = float(p["max_skew"])
+    return Outcome(
+        skew <= limit,
+        f"clock {'ahead' if remote > after else 'behind' if remote < before else 'in step'}"
+        f" by {skew:.1f}s (round trip {after - before:.2f}s, allowed {limit:g}s)",
+    )

@@ -48,6 +48,12 @@ class Testbed:
     def reboot(self, host: str) -> None:
         bed.reboot_host(host)
 
+    def ensure_all_up(self) -> None:
+        """Start any host that is not running (a test that stopped one may have failed)."""
+        for h in self.hosts:
+            if not self.running(h):
+                self.start(h)
+
     def running(self, host: str) -> bool:
         return bed.host_running(host)
 
@@ -104,7 +110,5 @@ def testbed():
 @pytest.fixture
 def all_up(testbed):
     """The bed with every host running (a test that stopped one may have failed midway)."""
-    for h in testbed.hosts:
-        if not testbed.running(h):
-            testbed.start(h)
+    testbed.ensure_all_up()
     return testbed

@@ -1,0 +1,138 @@
+"""Phases 1-2 (host prep, Docker) for real on the test-bed hosts, with no registry pulls.
+
+First run converges, second run changes nothing, a reboot keeps the settings, a host that is
+down makes the run fail naming it, and once it is back a re-run converges.
+"""
+
+import re
+import time
+
+import pytest
+
+pytestmark = pytest.mark.testbed
+
+PHASES = ("deploys/hostprep.py", "deploys/docker.py")
+NODES = {"master": "10.0.2.15", "slave1": "10.0.2.4", "slave2": "10.0.2.5"}
+FAKE_SWAP = "/swap.img none swap sw 0 0"
+
+
+def changes(output: str) -> dict[str, int]:
+    """Operations pyinfra 3 reports as changed ("[host] Success"), per host."""
+    counts = {h: 0 for h in NODES}
+    for m in re.finditer(r"^\s*\[(\S+)\] Success\s*$", output, re.M):
+        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return counts
+
+
+def grand_total(output: str) -> dict[str, str]:
+    m = re.search(r"^\s*Grand total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$", output, re.M)
+    assert m, f"no 'Grand total' line in pyinfra's output:\n{output[-3000:]}"
+    return dict(zip(("hosts", "success", "error", "no_change"), m.groups(), strict=True))
+
+
+def deploy(testbed):
+    t0 = time.monotonic()
+    r = testbed.pyinfra(*PHASES)
+    r.elapsed = time.monotonic() - t0
+    r.output = r.stdout + r.stderr
+    return r
+
+
+def busybox_ok(testbed, host):
+    testbed.ssh(
+        host,
+        "docker image inspect busybox:latest >/dev/null 2>&1 || "
+        "docker import /opt/testbed/busybox-rootfs.tar busybox:latest",
+    )
+    return testbed.ssh(host, "docker run --rm --pull=never busybox:latest echo ok", timeout=120)
+
+
+@pytest.fixture(scope="module")
+def first_run(testbed):
+    tb = testbed
+    tb.ensure_all_up()
+    for h in tb.hosts:  # the course's VMs have swap in fstab; the deploy must comment it out
+        tb.ssh(h, f"grep -qxF '{FAKE_SWAP}' /etc/fstab || echo '{FAKE_SWAP}' >> /etc/fstab")
+    r = deploy(tb)
+    print(f"first run: {r.elapsed:.1f}s")
+    assert r.returncode == 0, r.output[-5000:]
+    return r
+
+
+def test_first_run_converges(first_run):
+    assert grand_total(first_run.output)["error"] == "-"
+    assert sum(changes(first_run.output).values()) > 0
+
+
+@pytest.mark.parametrize("host", list(NODES))
+def test_hostname_and_etc_hosts(testbed, first_run, host):
+    assert testbed.ssh(host, "hostname")[1].strip() == host
+    hosts = testbed.ssh(host, "cat /etc/hosts")[1]
+    for name, ip in NODES.items():
+        assert re.search(rf"^{re.escape(ip)}\s+.*\b{name}\b", hosts, re.M), hosts
+
+
+@pytest.mark.parametrize("host", list(NODES))
+def test_swap_off_and_out_of_fstab(testbed, first_run, host):
+    assert len(testbed.ssh(host, "cat /proc/swaps")[1].strip().splitlines()) == 1
+    fstab = testbed.ssh(host, "cat /etc/fstab")[1]
+    live = [x for x in fstab.splitlines() if x.strip() and not x.lstrip().startswith("#")]
+    assert not [x for x in live if re.search(r"\sswap\s", x)], fstab
+
+
+@pytest.mark.parametrize("host", list(NODES))
+def test_modules_and_sysctls(testbed, first_run, host):
+    rc, out, err = testbed.ssh(host, "cat /etc/modules-load.d/*.conf")
+    assert rc == 0 and "br_netfilter" in out and "overlay" in out, out + err
+    rc, out, err = testbed.ssh(host, "cat /etc/sysctl.d/*.conf")
+    assert "net.ipv4.ip_forward" in out and "net.bridge.bridge-nf-call-iptables" in out
+    rc, out, _ = testbed.ssh(
+        host, "sysctl -n net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables"
+    )
+    assert out.split() == ["1", "1"]
+
+
+@pytest.mark.parametrize("host", list(NODES))
+def test_docker_systemd_driver_and_local_image(testbed, first_run, host):
+    assert testbed.ssh(host, "systemctl is-active docker")[1].strip() == "active"
+    assert testbed.ssh(host, "docker info -f '{{.CgroupDriver}}'")[1].strip() == "systemd"
+    rc, out, err = busybox_ok(testbed, host)
+    assert rc == 0 and out.strip() == "ok", err
+
+
+def test_second_run_changes_nothing(testbed, first_run):
+    r = deploy(testbed)
+    print(f"no-op run: {r.elapsed:.1f}s")
+    assert r.returncode == 0, r.output[-5000:]
+    assert changes(r.output) == {h: 0 for h in NODES}, r.output[-5000:]
+    total = grand_total(r.output)
+    assert total["success"] == "-" and total["error"] == "-", total
+
+
+def test_reboot_keeps_settings(testbed, first_run):
+    testbed.reboot("slave1")
+    assert len(testbed.ssh("slave1", "cat /proc/swaps")[1].strip().splitlines()) == 1
+    out = testbed.ssh("slave1", "sysctl -n net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables")[
+        1
+    ]
+    assert out.split() == ["1", "1"]
+    assert testbed.ssh("slave1", "hostname")[1].strip() == "slave1"
+    assert testbed.ssh("slave1", "systemctl is-active docker")[1].strip() == "active"
+    rc, out, err = busybox_ok(testbed, "slave1")
+    assert rc == 0 and out.strip() == "ok", err
+
+
+def test_host_down_fails_naming_it_then_converges(testbed, first_run):
+    testbed.stop("slave2", hard=True)
+    try:
+        r = deploy(testbed)
+        assert r.returncode != 0, r.output[-5000:]
+        assert "slave2" in r.output
+        down_lines = [x for x in r.output.splitlines() if "slave2" in x]
+        assert any(re.search(r"connect|error|fail", x, re.I) for x in down_lines), down_lines
+    finally:
+        testbed.start("slave2")
+    r = deploy(testbed)
+    assert r.returncode == 0, r.output[-5000:]
+    r = deploy(testbed)
+    assert r.returncode == 0 and changes(r.output) == {h: 0 for h in NODES}, r.output[-5000:]

@@ -64,8 +64,12 @@ def _absent(ctx: Context, p: dict) -> Outcome:
     for line in text.splitlines():
         if re.search(p["regex"], line):
             return Outcome(False, f"{p.get('what', 'found')}: {line.strip()}")
-    shown = "; ".join(x.strip() for x in text.splitlines() if x.strip()) or "(empty output)"
-    return Outcome(True, f"none in `{_short(ctx.commands[p['output']], 40)}`: {shown}")
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    what = p.get("what", "match")
+    if len(lines) <= 3:
+        return Outcome(True, f"no {what}: {'; '.join(lines) or '(empty output)'}")
+    cmd = _short(ctx.commands[p["output"]])
+    return Outcome(True, f"no {what} in {len(lines)} lines of `{cmd}`")
 
 
 @_kind("at-least", ("output",), ("regex", "min"), ("unit", "scale", "what"))

@@ -1,0 +1,82 @@
+"""labctl doctor: pre-flight checks of the hosts, read-only, one row per check and host."""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import click
+
+from k8slab import doctor as lib
+from k8slab.checks import bundle, report
+from k8slab.checks.engine import Commands
+from k8slab.cli.common import State, UsageError, one_line_errors
+
+
+@click.command()
+@click.option(
+    "--skip",
+    multiple=True,
+    metavar="CHECK",
+    help="Leave out this check or group, e.g. clock or unique (repeatable).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(report.FORMATS), default="table", show_default=True
+)
+@click.option(
+    "--record",
+    type=click.Path(file_okay=False),
+    help="Save every command's output here (a support bundle).",
+)
+@click.option(
+    "--replay",
+    type=click.Path(file_okay=False, exists=True),
+    help="Grade a bundle saved with --record, offline (no SSH).",
+)
+@click.pass_obj
+@one_line_errors
+def doctor(
+    state: State, skip: tuple[str, ...], fmt: str, record: str | None, replay: str | None
+) -> None:
+    """Check every host of the topology before deploying: SSH and sudo, OS release, CPUs
+    and memory, swap, cgroup v2, kernel modules, unique hostname/MAC/product_uuid, node_ip,
+    subnets, ports and clock. Changes nothing. A warning is a PASS whose evidence starts
+    with "warning:". Exit 0 if all pass, 1 if any fails, 2 on configuration or connection
+    errors.
+
+    \b
+    Example:
+      labctl doctor
+      labctl doctor --skip clock --format json
+      labctl doctor --record doctor-bundle/     # send it along with a question
+    """
+    if record and replay:
+        raise UsageError("--record and --replay cannot be combined")
+    if replay:
+        recorded = bundle.Replay(Path(replay))
+        if recorded.lab != lib.LAB_ID:
+            raise UsageError(f"{replay} is a bundle of lab {recorded.lab}, not of labctl doctor")
+        topo = recorded.topology
+        lab = lib.load(topo)
+        result = lib.grade(lab, topo, Commands(recorded.run), lib.select(lab, skip), replayed=True)
+    else:
+        topo = state.topology()
+        lab = lib.load(topo)
+        checks = lib.select(lab, skip)
+        with state.fleet(topo, list(topo.hosts)) as fleet:
+            # sudo wanting a password is a configuration problem: one line, before any row.
+            with ThreadPoolExecutor(len(topo.hosts)) as pool:
+                for f in [pool.submit(fleet.run, h.name, "sudo true") for h in topo.hosts]:
+                    f.result()
+            commands = Commands(lib.with_local_clock(fleet.run))
+            result = lib.grade(lab, topo, commands, checks)
+        if record:
+            bundle.write(Path(record), lib.LAB_ID, topo, commands)
+            click.echo(f"recorded {len(commands.results)} commands in {record}", err=True)
+    click.echo(report.render(result, fmt))
+    if fmt == "table" and lib.warnings(result):
+        click.echo(f"{lib.warnings(result)} of the passes carry a warning (see their evidence)")
+    if any(r.status == "error" for r in result.results):
+        sys.exit(2)
+    sys.exit(result.exit_code)

@@ -1,0 +1,71 @@
+"""Host pre-flight checks (`labctl doctor`): can the topology's hosts become the cluster?
+
+The checks are data (k8slab/preflight/lab.yaml) graded by the lab engine; host-specific kinds
+are in k8slab.checks.host_kinds. Nothing here changes a host::
+
+    >>> with Fleet(topo.hosts) as fleet:
+    ...     report = doctor.run(topo, fleet.run)
+    >>> report.exit_code
+    0
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from k8slab.checks import host_kinds
+from k8slab.checks.engine import Commands, Report, verify
+from k8slab.labs import Check, Lab, LabError, load_lab
+from k8slab.ssh import Result
+from k8slab.topology import REPO_ROOT, Topology
+
+CHECKS_ROOT = REPO_ROOT / "k8slab"
+LAB_ID = "preflight"
+
+Run = Callable[[str, str], Result]
+
+
+def load(topo: Topology) -> Lab:
+    return load_lab(LAB_ID, topo, root=CHECKS_ROOT)
+
+
+def select(lab: Lab, skip: tuple[str, ...] = ()) -> tuple[Check, ...]:
+    """Every check but those named in `skip` (an id, or a group such as `unique`)."""
+
+    def named(check: Check, name: str) -> bool:
+        return check.id == name or check.id.startswith(name + ".")
+
+    for name in skip:
+        if not any(named(c, name) for c in lab.checks):
+            ids = ", ".join(c.id for c in lab.checks)
+            raise LabError(f"doctor: no check {name!r} (checks: {ids})")
+    return tuple(c for c in lab.checks if not any(named(c, n) for n in skip))
+
+
+def with_local_clock(run: Run) -> Run:
+    """Append this machine's clock, read just before and after, to the host's `date` output,
+    so the clock check can allow for the round trip (and a recorded bundle keeps it)."""
+
+    def timed(host: str, cmd: str) -> Result:
+        if cmd != host_kinds.CLOCK_COMMAND:
+            return run(host, cmd)
+        before = time.time()
+        r = run(host, cmd)
+        after = time.time()
+        mark = f"{host_kinds.CLOCK_MARK} {before:.3f} {after:.3f}\n"
+        return Result(r.stdout + mark, r.stderr, r.exit_code)
+
+    return timed
+
+
+def grade(
+    lab: Lab, topo: Topology, commands: Commands, checks: tuple[Check, ...], replayed=False
+) -> Report:
+    """Grade the host checks; kinds that compare hosts read the others through `commands`."""
+    with host_kinds.across(commands):
+        return verify(lab, topo, commands, checks, replayed=replayed)
+
+
+def warnings(report: Report) -> int:
+    return sum(r.evidence.startswith(host_kinds.WARNING) for r in report.results)

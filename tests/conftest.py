@@ -126,7 +126,7 @@ def write_bundle(
     commands = Commands(lambda host, cmd: by_command[(host, cmd)])
     for host, cmd in by_command:
         commands(host, cmd)
-    bundle.write(directory, "ch09", topo, commands)
+    bundle.write(directory, "ch09", [c.id for c in lab.checks], topo, commands)
     return directory
 
 

@@ -141,7 +141,7 @@ BROKEN = {
         {
             ("master", "net.svc-iptables", "services"): lambda o: (
                 o[("master", "net.svc-iptables", "services")]
-                + "gurumee       simple-app-svc   ClusterIP   10.104.37.211   <none>   8080/TCP   5m\n"
+                + "gurumee   simple-app-svc   ClusterIP   10.104.37.211   <none>   8080/TCP   5m\n"
             )
         },
         ("net.svc-iptables", "slave1"),

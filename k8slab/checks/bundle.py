@@ -3,12 +3,13 @@
 
 Layout (documented in labs/README.md)::
 
-    DIR/bundle.json          index: format, lab, tool, created, topology, commands[]
+    DIR/bundle.json          index: format, lab, checks, tool, created, topology, commands[]
     DIR/commands/NNN-HOST.out  stdout of command NNN on HOST
     DIR/commands/NNN-HOST.err  its stderr
 
 Each commands[] entry: {"host", "command", "exit_code", "seconds", "stdout", "stderr"}, the
-last two being paths relative to DIR.
+last two being paths relative to DIR. `checks` lists the ids that were run: replaying grades
+those unless told otherwise.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def _tool() -> str:
         return "k8s-lab (not installed)"
 
 
-def write(directory: Path, lab_id: str, topo: Topology, commands: Commands) -> None:
+def write(
+    directory: Path, lab_id: str, check_ids: list[str], topo: Topology, commands: Commands
+) -> None:
     entries = []
     files = directory / "commands"
     try:
@@ -71,6 +74,7 @@ def write(directory: Path, lab_id: str, topo: Topology, commands: Commands) -> N
         index = {
             "format": FORMAT,
             "lab": lab_id,
+            "checks": check_ids,
             "tool": _tool(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "topology": topology_data(topo),
@@ -99,6 +103,7 @@ class Replay:
         except TopologyError as e:
             raise BundleError(str(e)) from None
         self.lab = index["lab"]
+        self.check_ids = tuple(index["checks"])
         self.directory = directory
         self._entries = {(e["host"], e["command"]): e for e in index["commands"]}
 

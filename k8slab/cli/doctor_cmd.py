@@ -59,7 +59,9 @@ def doctor(
             raise UsageError(f"{replay} is a bundle of lab {recorded.lab}, not of labctl doctor")
         topo = recorded.topology
         lab = lib.load(topo)
-        result = lib.grade(lab, topo, Commands(recorded.run), lib.select(lab, skip), replayed=True)
+        recorded_ids = set(recorded.check_ids)
+        checks = tuple(c for c in lib.select(lab, skip) if c.id in recorded_ids)
+        result = lib.grade(lab, topo, Commands(recorded.run), checks, replayed=True)
     else:
         topo = state.topology()
         lab = lib.load(topo)
@@ -72,7 +74,7 @@ def doctor(
             commands = Commands(lib.with_local_clock(fleet.run))
             result = lib.grade(lab, topo, commands, checks)
         if record:
-            bundle.write(Path(record), lib.LAB_ID, topo, commands)
+            bundle.write(Path(record), lib.LAB_ID, [c.id for c in checks], topo, commands)
             click.echo(f"recorded {len(commands.results)} commands in {record}", err=True)
     click.echo(report.render(result, fmt))
     if fmt == "table" and lib.warnings(result):

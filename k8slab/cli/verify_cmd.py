@@ -62,7 +62,7 @@ def verify(
             raise UsageError(f"{replay} is a bundle of lab {recorded.lab}, not {lab_id}")
         topo = recorded.topology
         lab = state.lab(recorded.lab, topo)
-        checks = lab.select_checks(only)
+        checks = lab.select_checks(only or recorded.check_ids)
         result = grade(lab, topo, Commands(recorded.run), checks, replayed=True)
     else:
         topo = state.topology()
@@ -72,7 +72,7 @@ def verify(
             commands = Commands(fleet.run)
             result = grade(lab, topo, commands, checks)
         if record:
-            bundle.write(Path(record), lab.id, topo, commands)
+            bundle.write(Path(record), lab.id, [c.id for c in checks], topo, commands)
             click.echo(f"recorded {len(commands.results)} commands in {record}", err=True)
     click.echo(report.render(result, fmt))
     sys.exit(result.exit_code)

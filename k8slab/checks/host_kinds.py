@@ -67,7 +67,7 @@ def _absent(ctx: Context, p: dict) -> Outcome:
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     what = p.get("what", "match")
     if len(lines) <= 3:
-        return Outcome(True, f"no {what}: {'; '.join(lines) or '(empty output)'}")
+        return Outcome(True, f"no {what} in: {'; '.join(lines) or '(empty output)'}")
     cmd = _short(ctx.commands[p["output"]])
     return Outcome(True, f"no {what} in {len(lines)} lines of `{cmd}`")
 

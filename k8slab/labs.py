@@ -148,7 +148,7 @@ def load_lab(lab_id: str, topo: Topology, root: Path = LABS_DIR) -> Lab:
     values = _merge(raw["values"], topo.labs.get(lab_id, {}), f"labs.{lab_id}")
     context = {**topo.cluster_vars(), **values, "master": topo.control_plane.name}
     try:
-        return _build(lab_id, path, raw, values, _render_strings(raw, context))
+        return _build(lab_id, path, values, _render_strings(raw, context))
     except jinja2.TemplateError as e:
         raise LabError(f"{path}: {e.message}") from None
     except (KeyError, TypeError) as e:
@@ -182,12 +182,11 @@ def _render_strings(node: Any, context: dict) -> Any:
     if isinstance(node, list):
         return [_render_strings(x, context) for x in node]
     if isinstance(node, dict):
-        # values are rendered by the manifests themselves; rendering them here is harmless
         return {k: _render_strings(v, context) for k, v in node.items()}
     return node
 
 
-def _build(lab_id: str, path: Path, raw: dict, values: dict, r: dict) -> Lab:
+def _build(lab_id: str, path: Path, values: dict, r: dict) -> Lab:
     lab_dir = path.parent
     images = {}
     for name, spec in values["images"].items():
@@ -420,14 +419,13 @@ def wait_ready(
     fleet: Fleet,
     say: Say,
     timeout: float,
-    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Poll until every `wait:` object is ready, saying each change; on timeout, say which
     object is not ready and its latest events."""
     kubectl, master = lab.values["kubectl"], topo.control_plane.name
     pending = list(dict.fromkeys(w for s in steps for w in s.wait))
     last: dict[WaitFor, str] = {}
-    deadline = clock() + timeout
+    deadline = time.monotonic() + timeout
     while pending:
         for w in list(pending):
             cond = _CONDITION.get(w.kind, "Ready")
@@ -447,7 +445,7 @@ def wait_ready(
             if last.get(w) != now:
                 last[w] = now
                 say(f"waiting: {w}: {now}")
-        if pending and clock() > deadline:
+        if pending and time.monotonic() > deadline:
             w = pending[0]
             events = fleet.run(
                 master,

@@ -168,3 +168,17 @@ def test_a_lab_with_an_unknown_kind_is_rejected(tmp_path):
     )
     with pytest.raises(LabError, match="check storage.hostpath-file: unknown kind 'same-txt'"):
         load_lab("ch99", course(), root=tmp_path)
+
+
+def test_every_rendered_command_is_valid_shell():
+    """Quoting mistakes in lab.yaml (jsonpath braces, $(...), pod exec wrapping) show here;
+    whether the commands work is proven only on a cluster or through recorded outputs."""
+    import subprocess
+
+    lab = load_lab("ch09", course())
+    commands = [cmd.cmd for c in lab.checks for cmd in c.run.values()]
+    commands += [p.run for p in lab.prepare.values()] + [p.undo for p in lab.prepare.values()]
+    for cmd in commands:
+        for shell in ("sh", "bash"):
+            r = subprocess.run([shell, "-n", "-c", cmd], capture_output=True, text=True)
+            assert r.returncode == 0, f"{shell}: {cmd}: {r.stderr}"

@@ -7,28 +7,27 @@ import re
 from pyinfra.api import FactBase
 
 
-class ActiveSwap(FactBase):
-    """Swap devices and files in use now (kubelet refuses to start by default with swap on)."""
+class _Lines(FactBase):
+    """The non-empty lines a command prints (none when it fails)."""
 
     default = list
+
+    def process(self, output):
+        return [line.strip() for line in output if line.strip()]
+
+
+class ActiveSwap(_Lines):
+    """Swap devices and files in use now (kubelet refuses to start by default with swap on)."""
 
     def command(self) -> str:
         return "swapon --noheadings --show=NAME 2>/dev/null || true"
 
-    def process(self, output):
-        return [line.strip() for line in output if line.strip()]
 
-
-class HeldPackages(FactBase):
+class HeldPackages(_Lines):
     """Packages apt will not upgrade (`apt-mark showhold`)."""
-
-    default = list
 
     def command(self) -> str:
         return "apt-mark showhold 2>/dev/null || true"
-
-    def process(self, output):
-        return [line.strip() for line in output if line.strip()]
 
 
 class CriDockerdVersion(FactBase):
@@ -60,10 +59,8 @@ class ClusterProblems(FactBase):
         return [line for line in output if line.strip() and not line.startswith("cluster ready")]
 
 
-class MissingKernelModules(FactBase):
+class MissingKernelModules(_Lines):
     """Which of these modules are neither loaded nor built into the running kernel."""
-
-    default = list
 
     def command(self, modules: list[str]) -> str:
         checks = " ".join(modules)

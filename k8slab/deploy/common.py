@@ -34,6 +34,12 @@ def ensure_packages(name: str, packages: list[str]):
     return apt.packages(name=name, packages=packages, update=bool(missing))
 
 
+def apt_signing_key(name: str, url: str, keyring: str):
+    """An armored key in /etc/apt/keyrings, for a source that is `signed-by` it alone."""
+    files.directory(name="apt keyring directory", path=KEYRING_DIR, mode="755")
+    return files.download(name=name, src=url, dest=keyring, mode="644")
+
+
 def deb_arch() -> str:
     return host.get_fact(Command, command="dpkg --print-architecture").strip()
 

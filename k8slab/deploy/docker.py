@@ -10,9 +10,16 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import files, systemd
+from pyinfra.operations import systemd
 
-from k8slab.deploy.common import KEYRING_DIR, deb_arch, ensure_packages, lab, upload
+from k8slab.deploy.common import (
+    KEYRING_DIR,
+    apt_signing_key,
+    deb_arch,
+    ensure_packages,
+    lab,
+    upload,
+)
 
 DOCKER_CE = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin"]
 DISTRO = ["docker.io"]
@@ -50,8 +57,7 @@ def _docker_apt_repo():
     distro = meta.get("ID", "debian")
     repo_url = f"https://download.docker.com/linux/{distro}"
     keyring = f"{KEYRING_DIR}/docker.asc"
-    files.directory(name="apt keyring directory", path=KEYRING_DIR, mode="755")
-    files.download(name="Docker's apt signing key", src=f"{repo_url}/gpg", dest=keyring, mode="644")
+    apt_signing_key("Docker's apt signing key", f"{repo_url}/gpg", keyring)
     upload(
         "Docker's apt repository, signed-by its key",
         "templates/docker/docker.list.j2",

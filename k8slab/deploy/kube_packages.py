@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server, systemd
 
-from k8slab.deploy.common import KEYRING_DIR, ensure_packages, lab, upload
+from k8slab.deploy.common import KEYRING_DIR, apt_signing_key, ensure_packages, lab, upload
 from k8slab.facts import HeldPackages
 
 PACKAGES = ["kubelet", "kubeadm", "kubectl"]
@@ -24,12 +24,8 @@ def kube_packages():
     values = lab()
     minor = values["kube_version"]
     keyring = f"{KEYRING_DIR}/kubernetes-{minor}.asc"
-    files.directory(name="apt keyring directory", path=KEYRING_DIR, mode="755")
-    files.download(
-        name=f"pkgs.k8s.io signing key for v{minor}",
-        src=f"{repo_url(minor)}Release.key",
-        dest=keyring,
-        mode="644",
+    apt_signing_key(
+        f"pkgs.k8s.io signing key for v{minor}", f"{repo_url(minor)}Release.key", keyring
     )
     upload(
         f"pkgs.k8s.io repository for v{minor}, signed-by its key",

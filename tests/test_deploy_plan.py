@@ -1,7 +1,7 @@
-"""The host-prep phase plans under the real pyinfra, with real facts of this machine (@local, --dry).
+"""The host-prep phase plans under the real pyinfra, with real facts of this machine (@local).
 
 The other phases need systemd and a reachable apt on the target: their plans are checked
-against the test bed's hosts in tests/testbed/test_deploy.py.
+against the test bed's hosts in tests/testbed/test_deploy_plans.py.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from k8slab.cli import apply_cmd, doctor_cmd, labs_cmd, verify_cmd
+from k8slab.cli import apply_cmd, doctor_cmd, labs_cmd, reset_cmd, verify_cmd
 from k8slab.cli.common import State
 
 
@@ -44,5 +44,6 @@ for command in (
     apply_cmd.delete,
     verify_cmd.verify,
     doctor_cmd.doctor,
+    reset_cmd.reset,
 ):
     main.add_command(command)

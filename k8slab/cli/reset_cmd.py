@@ -1,0 +1,45 @@
+"""labctl reset: tear the cluster down on every node, saying what was removed."""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import click
+
+from k8slab import reset as lib
+from k8slab.cli.common import State, UsageError, one_line_errors
+
+
+@click.command()
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+@one_line_errors
+def reset(state: State, yes: bool) -> None:
+    """Undo kubeadm on every node: `kubeadm reset -f` (with cri-dockerd's socket), Weave's
+    CNI config, /var/lib/weave, the weave/datapath/vethwe-* links, and only the KUBE-* and
+    WEAVE-* iptables chains with the rules jumping to them. Other rules stay. The admin
+    kubeconfig copy (~/.kube/config) is left alone. Asks first; without a terminal, only
+    --yes goes ahead.
+
+    \b
+    Example:
+      labctl reset            # asks, naming the hosts
+      labctl reset --yes      # then: labctl doctor, and deploy again
+    """
+    topo = state.topology()
+    names = ", ".join(h.name for h in topo.hosts)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"reset changes {names}: pass --yes (no terminal to ask on)")
+        click.confirm(f"Reset the Kubernetes cluster on {names}?", abort=True)
+    with state.fleet(topo, list(topo.hosts)) as fleet:
+        try:
+            with ThreadPoolExecutor(len(topo.hosts)) as pool:
+                results = list(pool.map(lambda h: lib.reset_host(fleet.run, h.name), topo.hosts))
+        except lib.ResetError as e:
+            raise click.ClickException(str(e)) from None
+    for done in results:
+        for line in done.lines:
+            click.echo(f"{done.host}: {line}")
+    click.echo(f"reset {names}; ~/.kube/config left as it was (remove it yourself if unwanted)")

@@ -34,6 +34,10 @@ def reset(state: State, yes: bool) -> None:
             raise UsageError(f"reset changes {names}: pass --yes (no terminal to ask on)")
         click.confirm(f"Reset the Kubernetes cluster on {names}?", abort=True)
     with state.fleet(topo, list(topo.hosts)) as fleet:
+        with ThreadPoolExecutor(len(topo.hosts)) as pool:
+            # every host must take sudo before any host is changed
+            for f in [pool.submit(fleet.run, h.name, "sudo true") for h in topo.hosts]:
+                f.result()
         try:
             with ThreadPoolExecutor(len(topo.hosts)) as pool:
                 results = list(pool.map(lambda h: lib.reset_host(fleet.run, h.name), topo.hosts))

@@ -1,0 +1,69 @@
+"""Bad input that needs a real non-root host: sudo that wants a password (a temporary user
+on slave2 in the sudo group, which Debian makes ask for a password)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.testbed
+
+LABCTL = str(Path(sys.executable).with_name("labctl"))
+USER = "k8slabpw"
+
+
+@pytest.fixture
+def password_sudo_user(all_up):
+    pub = Path(f"{all_up.key}.pub").read_text().strip()
+    rc, _, err = all_up.ssh(
+        "slave2",
+        f"id {USER} >/dev/null 2>&1 || useradd -m -s /bin/bash -G sudo {USER};"
+        f" install -d -m 700 -o {USER} -g {USER} /home/{USER}/.ssh;"
+        f" echo '{pub}' > /home/{USER}/.ssh/authorized_keys;"
+        f" chown {USER}: /home/{USER}/.ssh/authorized_keys",
+    )
+    assert rc == 0, err
+    yield all_up
+    all_up.ssh("slave2", f"userdel -r {USER} 2>/dev/null; true")
+
+
+@pytest.mark.parametrize("command", ["doctor", "reset --yes"])
+def test_sudo_wanting_a_password_is_one_line(password_sudo_user, tmp_path, command):
+    testbed = password_sudo_user
+    data = yaml.safe_load(Path(testbed.config).read_text())
+    data["hosts"][2]["ssh_user"] = USER
+    config = tmp_path / "lab.yaml"
+    config.write_text(yaml.safe_dump(data))
+    # a leftover on master proves reset stops before changing any host
+    rc, _, err = testbed.ssh("master", "iptables -N KUBE-PROBE")
+    assert rc == 0, err
+    before = testbed.ssh("slave2", "iptables -S; ls /var/lib")[1]
+    r = subprocess.run(
+        [
+            LABCTL,
+            "--config",
+            str(config),
+            "--known-hosts",
+            str(testbed.known_hosts),
+            *command.split(),
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stdout == ""
+    assert r.stderr.strip() == (
+        f"Error: slave2 (10.0.2.5:22): sudo wants a password; allow NOPASSWD sudo for {USER} "
+        "or set $LAB_SUDO_PASSWORD"
+    )
+    try:
+        assert testbed.ssh("slave2", "iptables -S; ls /var/lib")[1] == before
+        assert "-N KUBE-PROBE" in testbed.ssh("master", "iptables -S")[1]
+    finally:
+        testbed.ssh("master", "iptables -X KUBE-PROBE")

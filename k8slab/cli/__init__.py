@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from k8slab.cli import apply_cmd, doctor_cmd, labs_cmd, reset_cmd, verify_cmd
+from k8slab.cli import apply_cmd, doctor_cmd, labs_cmd, reset_cmd, status_cmd, verify_cmd
 from k8slab.cli.common import State
 
 
@@ -45,5 +45,6 @@ for command in (
     verify_cmd.verify,
     doctor_cmd.doctor,
     reset_cmd.reset,
+    status_cmd.status,
 ):
     main.add_command(command)

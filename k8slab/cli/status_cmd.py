@@ -1,0 +1,67 @@
+"""labctl status: nodes, Weave peers and the lab's objects, read-only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from k8slab import status as lib
+from k8slab.checks import bundle
+from k8slab.checks.engine import Commands
+from k8slab.cli.common import State, UsageError, default_lab, one_line_errors
+from k8slab.labs import load_lab
+
+BUNDLE_LAB = "status"
+
+
+@click.command()
+@click.argument("lab_id", metavar="[LAB]", required=False)
+@click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table")
+@click.option(
+    "--record", type=click.Path(file_okay=False), help="Save every command's output here."
+)
+@click.option(
+    "--replay",
+    type=click.Path(file_okay=False, exists=True),
+    help="Show a bundle saved with --record, offline (no SSH).",
+)
+@click.pass_obj
+@one_line_errors
+def status(
+    state: State, lab_id: str | None, fmt: str, record: str | None, replay: str | None
+) -> None:
+    """Show the nodes (Ready, version, InternalIP, runtime) from `kubectl get nodes -o wide`
+    on master, each node's Weave connections (127.0.0.1:6784/status), and whether the lab's
+    objects exist. Changes nothing.
+
+    \b
+    Example:
+      labctl status
+      labctl status ch09 --format json
+    """
+    if record and replay:
+        raise UsageError("--record and --replay cannot be combined")
+    if replay:
+        recorded = bundle.Replay(Path(replay))
+        if recorded.lab != BUNDLE_LAB:
+            raise UsageError(f"{replay} is a bundle of lab {recorded.lab}, not of labctl status")
+        topo = recorded.topology
+        ids = [i for i in recorded.check_ids if i]
+        lab = load_lab(ids[0], topo) if ids else None
+        result = lib.collect(Commands(recorded.run), topo, lab)
+    else:
+        topo = state.topology()
+        lab = load_lab(lab_id or default_lab(), topo)
+        with state.fleet(topo, list(topo.hosts)) as fleet:
+            commands = Commands(fleet.run)
+            result = lib.collect(commands, topo, lab)
+        if record:
+            # the bundle's "checks" field carries the lab shown, so a replay shows it too
+            bundle.write(Path(record), BUNDLE_LAB, [lab.id], topo, commands)
+            click.echo(f"recorded {len(commands.results)} commands in {record}", err=True)
+    if fmt == "json":
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        click.echo(lib.render_table(result, topo))

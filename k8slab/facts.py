@@ -86,3 +86,14 @@ class KubeObjectExists(FactBase):
 
     def process(self, output):
         return any(line.strip() for line in output)
+
+
+class DpkgInterrupted(FactBase):
+    """Whether an earlier dpkg run stopped half-way (a host that went down mid-install):
+    apt then refuses every install until `dpkg --configure -a`."""
+
+    def command(self) -> str:
+        return "ls -A /var/lib/dpkg/updates 2>/dev/null | head -n 1"
+
+    def process(self, output):
+        return any(line.strip() for line in output)

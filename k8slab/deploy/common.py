@@ -8,8 +8,9 @@ from typing import Any
 from pyinfra import host
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import Command
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt, files, server
 
+from k8slab.facts import DpkgInterrupted
 from k8slab.render import render
 
 KEYRING_DIR = "/etc/apt/keyrings"
@@ -29,6 +30,12 @@ def upload(name: str, template: str, dest: str, mode: str = "644", **extra: Any)
 
 def ensure_packages(name: str, packages: list[str]):
     """Install what is missing; `apt-get update` first only then, so a re-run stays a no-op."""
+    if host.get_fact(DpkgInterrupted):
+        server.shell(
+            name="Finish the install an earlier run left half-done",
+            commands=["dpkg --configure -a"],
+            _env={"DEBIAN_FRONTEND": "noninteractive"},
+        )
     installed = host.get_fact(DebPackages)
     missing = [p for p in packages if p not in installed]
     return apt.packages(name=name, packages=packages, update=bool(missing))

@@ -136,3 +136,17 @@ def test_host_down_fails_naming_it_then_converges(testbed, first_run):
     assert r.returncode == 0, r.output[-5000:]
     r = deploy(testbed)
     assert r.returncode == 0 and changes(r.output) == {h: 0 for h in NODES}, r.output[-5000:]
+
+
+def test_install_cut_off_mid_way_is_finished_by_the_next_run(testbed, first_run):
+    # What a host that lost power during `apt-get install` leaves: a dpkg journal entry,
+    # after which apt refuses every install ("dpkg was interrupted").
+    testbed.ssh("slave1", "touch /var/lib/dpkg/updates/0000")
+    rc, out, _ = testbed.ssh("slave1", "apt-get install -y -q socat 2>&1")
+    assert rc != 0 and "dpkg was interrupted" in out
+    r = deploy(testbed)
+    assert r.returncode == 0, r.output[-5000:]
+    assert "Finish the install an earlier run left half-done" in r.output
+    assert testbed.ssh("slave1", "ls -A /var/lib/dpkg/updates")[1].strip() == ""
+    r = deploy(testbed)
+    assert r.returncode == 0 and changes(r.output) == {h: 0 for h in NODES}, r.output[-5000:]

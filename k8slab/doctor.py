@@ -11,7 +11,6 @@ are in k8slab.checks.host_kinds. Nothing here changes a host::
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
@@ -23,7 +22,6 @@ from k8slab.topology import REPO_ROOT, Topology
 
 CHECKS_ROOT = REPO_ROOT / "k8slab"
 LAB_ID = "preflight"
-PER_HOST = 4
 
 Run = Callable[[str, str], Result]
 
@@ -59,22 +57,6 @@ def with_local_clock(run: Run) -> Run:
         return Result(r.stdout + mark, r.stderr, r.exit_code)
 
     return timed
-
-
-def limited(run: Run, per_host: int = PER_HOST) -> Run:
-    """At most `per_host` commands at once on a host. Fleet allows 8, but sshd (MaxSessions
-    10) still counts sessions that are closing, and doctor's 17 checks start together: with
-    8 the bed's sshd refused channels now and then ("open failed: Connect failed")."""
-    slots: dict[str, threading.Semaphore] = {}
-    lock = threading.Lock()
-
-    def run_limited(host: str, cmd: str) -> Result:
-        with lock:
-            slot = slots.setdefault(host, threading.Semaphore(per_host))
-        with slot:
-            return run(host, cmd)
-
-    return run_limited
 
 
 def grade(

@@ -28,8 +28,9 @@ PASSWORD_ENV = "LAB_SSH_PASSWORD"
 SUDO_PASSWORD_ENV = "LAB_SUDO_PASSWORD"
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 CONNECT_TIMEOUT = 10
-# sshd's default MaxSessions is 10; stay under it when checks share a connection.
-CHANNELS_PER_HOST = 8
+# sshd's default MaxSessions is 10 and it still counts sessions that are closing: with 8 at
+# once the test bed's sshd refused channels now and then ("open failed: Connect failed").
+CHANNELS_PER_HOST = 4
 
 _SUDO = re.compile(r"(?<![\w-])sudo(?= )")
 _SUDO_WANTS_PASSWORD = ("a password is required", "a terminal is required")
@@ -120,6 +121,12 @@ class Fleet:
 
     def _connect(self, h: Host) -> paramiko.SSHClient:
         where = self._where(h.name)
+        key = Path(h.ssh_key).expanduser() if h.ssh_key else None
+        if key is not None:
+            try:
+                key.open("rb").close()
+            except OSError as e:
+                raise SSHError(f"{where}: cannot read ssh_key {key}: {e.strerror}") from None
         client = paramiko.SSHClient()
         if self.known_hosts.exists():
             client.load_host_keys(str(self.known_hosts))
@@ -129,7 +136,7 @@ class Fleet:
                 h.ssh_host,
                 port=h.ssh_port,
                 username=h.ssh_user,
-                key_filename=str(Path(h.ssh_key).expanduser()) if h.ssh_key else None,
+                key_filename=str(key) if key else None,
                 password=self.password,
                 timeout=CONNECT_TIMEOUT,
                 banner_timeout=CONNECT_TIMEOUT,
@@ -170,6 +177,10 @@ class Fleet:
         with self._slots[name]:
             try:
                 stdin, stdout, stderr = client.exec_command(remote, timeout=timeout)
+            except (TimeoutError, OSError, paramiko.SSHException) as e:
+                reason = str(e) or type(e).__name__
+                raise SSHError(f"{self._where(name)}: command failed: {reason}") from None
+            try:
                 if stdin_text:
                     stdin.write(stdin_text)
                     stdin.flush()
@@ -180,6 +191,9 @@ class Fleet:
             except (TimeoutError, OSError, paramiko.SSHException) as e:
                 reason = str(e) or type(e).__name__
                 raise SSHError(f"{self._where(name)}: command failed: {reason}") from None
+            finally:
+                # Give the session back to sshd now, not when the garbage collector runs.
+                stdout.channel.close()
         if code != 0 and any(s in err for s in _SUDO_WANTS_PASSWORD):
             raise SSHError(
                 f"{self._where(name)}: sudo wants a password; allow NOPASSWD sudo for "

@@ -80,11 +80,19 @@ def test_modprobe_builtin_modules(testbed, host):
 
 
 def test_net_sysctls_are_per_host(testbed):
-    rc, _, err = testbed.ssh("slave2", "sysctl -w net.ipv4.ip_forward=1")
-    assert rc == 0, err
-    assert testbed.ssh("slave2", "sysctl -n net.ipv4.ip_forward")[1].strip() == "1"
-    assert testbed.ssh("slave1", "sysctl -n net.ipv4.ip_forward")[1].strip() == "0"
-    testbed.ssh("slave2", "sysctl -w net.ipv4.ip_forward=0")
+    # Whatever an earlier deploy set: each host keeps its own value.
+    before = {
+        h: testbed.ssh(h, "sysctl -n net.ipv4.ip_forward")[1].strip() for h in ("slave1", "slave2")
+    }
+    try:
+        testbed.ssh("slave1", "sysctl -w net.ipv4.ip_forward=0")
+        rc, _, err = testbed.ssh("slave2", "sysctl -w net.ipv4.ip_forward=1")
+        assert rc == 0, err
+        assert testbed.ssh("slave2", "sysctl -n net.ipv4.ip_forward")[1].strip() == "1"
+        assert testbed.ssh("slave1", "sysctl -n net.ipv4.ip_forward")[1].strip() == "0"
+    finally:
+        for h, value in before.items():
+            testbed.ssh(h, f"sysctl -w net.ipv4.ip_forward={value}")
 
 
 def test_stop_start_and_reboot(all_up):

@@ -112,14 +112,23 @@ def created_files(diff_output: str) -> dict[tuple[str, str], str]:
 
 
 def test_kubeadm_config_and_kubelet_get_each_hosts_node_ip(testbed, tmp_path):
-    out = dry_run(testbed, tmp_path, "--diff").stderr + dry_run(testbed, tmp_path, "--diff").stdout
-    files = created_files(out)
-    kubeadm = [yaml.safe_load_all(files[("master", "/etc/k8s-lab/kubeadm-config.yaml")])]
-    docs = {d["kind"]: d for d in kubeadm[0]}
+    # pyinfra shows no diff for a file whose directory does not exist yet; the deploy makes
+    # /etc/k8s-lab anyway (its barrier operations), so make it here first.
+    for host in testbed.hosts:
+        testbed.ssh(host, "mkdir -p /etc/k8s-lab")
+    result = dry_run(testbed, tmp_path, "--diff")
+    files = created_files(result.stdout + result.stderr)
+    docs = {
+        d["kind"]: d
+        for d in yaml.safe_load_all(files[("master", "/etc/k8s-lab/kubeadm-config.yaml")])
+    }
     assert docs["InitConfiguration"]["localAPIEndpoint"]["advertiseAddress"] == "10.0.2.15"
+    assert docs["InitConfiguration"]["nodeRegistration"]["kubeletExtraArgs"] == [
+        {"name": "node-ip", "value": "10.0.2.15"}
+    ]
     assert docs["InitConfiguration"]["nodeRegistration"]["criSocket"] == (
         "unix:///var/run/cri-dockerd.sock"
     )
-    assert not any(host != "master" for host, path in files if "kubeadm" in path)
+    assert [host for host, path in files if "kubeadm" in path] == ["master"]
     for host, ip in testbed.ips.items():
         assert f'KUBELET_EXTRA_ARGS="--node-ip={ip}"' in files[(host, "/etc/default/kubelet")]

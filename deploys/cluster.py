@@ -1,6 +1,8 @@
 """The whole cluster, phase by phase: `pyinfra inventory/lab.py deploys/cluster.py`.
 
-Safe to re-run: a converged cluster reports no changes. Add a worker to the topology file
+First `labctl doctor`'s checks on every host: a failure stops the run before anything
+changes (`--data skip_checks=ID,...` skips checks you accept). Safe to re-run: a converged
+cluster reports no changes. Add a worker to the topology file
 and re-run (optionally `--limit NEWHOST`): only it is prepared and joined.
 """
 
@@ -13,8 +15,10 @@ from k8slab.deploy.docker import docker_engine
 from k8slab.deploy.hostprep import host_prep
 from k8slab.deploy.join import join_worker
 from k8slab.deploy.kube_packages import kube_packages
+from k8slab.deploy.preflight import preflight
 from k8slab.deploy.ready import cluster_ready
 
+preflight()
 host_prep()
 docker_engine()
 cri_dockerd()

@@ -3,8 +3,9 @@
 The checks are data (k8slab/preflight/lab.yaml) graded by the lab engine; host-specific kinds
 are in k8slab.checks.host_kinds. Nothing here changes a host::
 
+    >>> lab, checks = doctor.prepare(topo, skip=("clock",))   # before connecting anywhere
     >>> with Fleet(topo.hosts) as fleet:
-    ...     report = doctor.run(topo, fleet.run)
+    ...     report, _ = doctor.check(topo, fleet, lab, checks)
     >>> report.exit_code
     0
 """
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from k8slab.checks import host_kinds
 from k8slab.checks.engine import Commands, Report, verify
 from k8slab.labs import Check, Lab, LabError, load_lab
-from k8slab.ssh import Result
+from k8slab.ssh import Fleet, Result
 from k8slab.topology import REPO_ROOT, Topology
 
 CHECKS_ROOT = REPO_ROOT / "k8slab"
@@ -65,6 +67,26 @@ def grade(
     """Grade the host checks; kinds that compare hosts read the others through `commands`."""
     with host_kinds.across(commands):
         return verify(lab, topo, commands, checks, replayed=replayed)
+
+
+def prepare(topo: Topology, skip: tuple[str, ...] = ()) -> tuple[Lab, tuple[Check, ...]]:
+    """The checks to run; an unknown name in `skip` is a LabError, before any connection."""
+    lab = load(topo)
+    return lab, select(lab, skip)
+
+
+def check(
+    topo: Topology, fleet: Fleet, lab: Lab, checks: tuple[Check, ...]
+) -> tuple[Report, Commands]:
+    """Grade every host over SSH (labctl doctor, and the deploy before it changes anything).
+
+    sudo wanting a password is a configuration problem: SSHError (one line) before any row.
+    """
+    with ThreadPoolExecutor(len(topo.hosts)) as pool:
+        for f in [pool.submit(fleet.run, h.name, "sudo true") for h in topo.hosts]:
+            f.result()
+    commands = Commands(with_local_clock(fleet.run))
+    return grade(lab, topo, commands, checks), commands
 
 
 def warnings(report: Report) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -64,15 +63,9 @@ def doctor(
         result = lib.grade(lab, topo, Commands(recorded.run), checks, replayed=True)
     else:
         topo = state.topology()
-        lab = lib.load(topo)
-        checks = lib.select(lab, skip)
+        lab, checks = lib.prepare(topo, skip)
         with state.fleet(topo, list(topo.hosts)) as fleet:
-            # sudo wanting a password is a configuration problem: one line, before any row.
-            with ThreadPoolExecutor(len(topo.hosts)) as pool:
-                for f in [pool.submit(fleet.run, h.name, "sudo true") for h in topo.hosts]:
-                    f.result()
-            commands = Commands(lib.with_local_clock(fleet.run))
-            result = lib.grade(lab, topo, commands, checks)
+            result, commands = lib.check(topo, fleet, lab, checks)
         if record:
             bundle.write(Path(record), lib.LAB_ID, [c.id for c in checks], topo, commands)
             click.echo(f"recorded {len(commands.results)} commands in {record}", err=True)

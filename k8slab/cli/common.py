@@ -10,10 +10,38 @@ from dataclasses import dataclass
 
 import click
 
+from k8slab.checks import report
 from k8slab.checks.bundle import BundleError
 from k8slab.labs import Lab, LabError, lab_ids, load_lab
 from k8slab.ssh import PASSWORD_ENV, Fleet, SSHError
 from k8slab.topology import Host, Topology, TopologyError, load
+
+
+def report_options(command: Callable) -> Callable:
+    """--format, --record and --replay: the output options every grading command shares."""
+    for option in reversed(
+        (
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(report.FORMATS),
+                default="table",
+                show_default=True,
+            ),
+            click.option(
+                "--record",
+                type=click.Path(file_okay=False),
+                help="Save every command's output and exit code here (a support bundle).",
+            ),
+            click.option(
+                "--replay",
+                type=click.Path(file_okay=False, exists=True),
+                help="Grade a bundle saved with --record, offline (no SSH).",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
 
 
 class UsageError(click.ClickException):

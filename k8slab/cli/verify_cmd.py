@@ -10,7 +10,7 @@ import click
 from k8slab.checks import bundle, report
 from k8slab.checks.engine import Commands, hosts_needed
 from k8slab.checks.engine import verify as grade
-from k8slab.cli.common import State, UsageError, one_line_errors
+from k8slab.cli.common import State, UsageError, one_line_errors, report_options
 
 
 @click.command()
@@ -21,19 +21,7 @@ from k8slab.cli.common import State, UsageError, one_line_errors
     metavar="ID",
     help="Run only this check or group, e.g. net (repeatable).",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(report.FORMATS), default="table", show_default=True
-)
-@click.option(
-    "--record",
-    type=click.Path(file_okay=False),
-    help="Save every command's output and exit code here (a support bundle).",
-)
-@click.option(
-    "--replay",
-    type=click.Path(file_okay=False, exists=True),
-    help="Grade a bundle saved with --record, offline (no SSH).",
-)
+@report_options
 @click.pass_obj
 @one_line_errors
 def verify(

@@ -31,6 +31,29 @@ def join_worker():
     python.call(name="kubeadm join with a fresh token", function=_join, control_plane=control_plane)
 
 
+def parse_join_command(output: str) -> tuple[str, str] | None:
+    """(token, CA cert hash) from `kubeadm token create --print-join-command`."""
+    found = _JOIN.search(output)
+    return found.groups() if found else None
+
+
+def join_command(values: dict, token: str, ca_hash: str) -> StringCommand:
+    """`kubeadm join` for this worker; the token shows as *MASKED* wherever pyinfra logs it."""
+    return StringCommand(
+        "kubeadm",
+        "join",
+        f"{values['kube_api_address']}:6443",
+        "--token",
+        QuoteString(HiddenValue(token)),
+        "--discovery-token-ca-cert-hash",
+        ca_hash,
+        "--cri-socket",
+        values["kube_cri_socket"],
+        "--node-name",
+        values["node_name"],
+    )
+
+
 def _fail(worker, message: str) -> bool:
     worker.log_styled(message, fg="red", log_func=logger.error)
     return False
@@ -48,27 +71,12 @@ def _join(state, host, control_plane) -> bool:
         ),
         _sudo=True,
     )
-    found = _JOIN.search(out.stdout) if ok else None
+    found = parse_join_command(out.stdout) if ok else None
     if not found:
         why = out.stderr.strip().splitlines()[-1:] or ["no join command in its output"]
         return _fail(host, f"could not make a join token on {control_plane.name}: {why[0]}")
-    token, ca_hash = found.groups()
-    ok, out = host.run_shell_command(
-        StringCommand(
-            "kubeadm",
-            "join",
-            f"{values['kube_api_address']}:6443",
-            "--token",
-            QuoteString(HiddenValue(token)),
-            "--discovery-token-ca-cert-hash",
-            ca_hash,
-            "--cri-socket",
-            values["kube_cri_socket"],
-            "--node-name",
-            values["node_name"],
-        ),
-        _sudo=True,
-    )
+    token, ca_hash = found
+    ok, out = host.run_shell_command(join_command(values, token, ca_hash), _sudo=True)
     if not ok:
         last = [line for line in out.stderr.splitlines() if line.strip()][-3:]
         return _fail(host, "kubeadm join failed: " + " | ".join(last).replace(token, "*MASKED*"))

@@ -61,11 +61,16 @@ class Testbed:
         """Environment for running pyinfra/labctl against the bed."""
         return {**os.environ, "LAB_CONFIG": str(self.config)}
 
+    repo = bed.REPO
+
+    @staticmethod
+    def pyinfra_exe() -> str:
+        return os.environ.get("PYINFRA") or str(Path(sys.executable).with_name("pyinfra"))
+
     def pyinfra(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
         """`pyinfra -y inventory/lab.py ARGS` from the repo root against the bed."""
-        exe = os.environ.get("PYINFRA") or str(Path(sys.executable).with_name("pyinfra"))
         return subprocess.run(
-            [exe, "-y", "inventory/lab.py", *args],
+            [self.pyinfra_exe(), "-y", "inventory/lab.py", *args],
             cwd=bed.REPO,
             env=self.env(),
             capture_output=True,

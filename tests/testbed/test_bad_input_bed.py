@@ -1,10 +1,12 @@
-"""Bad input that needs a real non-root host: sudo that wants a password (a temporary user
-on slave2 in the sudo group, which Debian makes ask for a password)."""
+"""Bad input that needs the real hosts: sudo that wants a password (a temporary user on
+slave2 in the sudo group, which Debian makes ask for a password), and an address on the
+bed's bridge that no host answers."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,24 @@ def test_sudo_wanting_a_password_is_one_line(password_sudo_user, tmp_path, comma
         assert "-N KUBE-PROBE" in testbed.ssh("master", "iptables -S")[1]
     finally:
         testbed.ssh("master", "iptables -X KUBE-PROBE")
+
+
+def test_an_unreachable_host_is_one_line_within_the_connect_timeout(all_up, tmp_path):
+    # 10.0.2.99 is on the bed's bridge and no host has it: the SYN goes unanswered.
+    topo = yaml.safe_load(Path(all_up.config).read_text())
+    topo["hosts"] = [topo["hosts"][0], {**topo["hosts"][1], "node_ip": "10.0.2.99"}]
+    config = tmp_path / "lab.yaml"
+    config.write_text(yaml.safe_dump(topo))
+    started = time.monotonic()
+    result = subprocess.run(
+        [LABCTL, "--config", str(config), "--known-hosts", str(all_up.known_hosts), "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    seconds = time.monotonic() - started
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: slave1 (10.0.2.99:22): cannot connect: "), line
+    assert "Traceback" not in result.stdout + result.stderr
+    assert seconds < 30

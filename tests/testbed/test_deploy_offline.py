@@ -5,6 +5,7 @@ down makes the run fail naming it, and once it is back a re-run converges.
 """
 
 import re
+import subprocess
 import time
 
 import pytest
@@ -148,5 +149,42 @@ def test_install_cut_off_mid_way_is_finished_by_the_next_run(testbed, first_run)
     assert r.returncode == 0, r.output[-5000:]
     assert "Finish the install an earlier run left half-done" in r.output
     assert testbed.ssh("slave1", "ls -A /var/lib/dpkg/updates")[1].strip() == ""
+    r = deploy(testbed)
+    assert r.returncode == 0 and changes(r.output) == {h: 0 for h in NODES}, r.output[-5000:]
+
+
+def test_host_shut_down_mid_deploy_fails_naming_it_then_converges(testbed, first_run):
+    # Give slave2 real work in the Docker phase, then shut it down while that phase runs.
+    rc, _, err = testbed.ssh("slave2", "apt-get purge -y -q docker.io >/dev/null", timeout=300)
+    assert rc == 0, err
+    proc = subprocess.Popen(
+        [testbed.pyinfra_exe(), "-y", "inventory/lab.py", *PHASES],
+        cwd=testbed.repo,
+        env=testbed.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "Starting operation: Docker Engine | Install Docker Engine" in line:
+                testbed.stop("slave2")
+                break
+        lines.extend(proc.stdout)
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        testbed.start("slave2")
+    output = "".join(lines)
+    assert proc.returncode != 0, output[-5000:]
+    assert re.search(r"^\s*\[slave2\] .*(Error|error)", output, re.M), output[-5000:]
+    assert not re.search(r"^\s*\[(master|slave1)\] .*(Error|error)", output, re.M)
+    r = deploy(testbed)
+    assert r.returncode == 0, r.output[-5000:]
+    rc, out, err = busybox_ok(testbed, "slave2")
+    assert rc == 0 and out.strip() == "ok", err
     r = deploy(testbed)
     assert r.returncode == 0 and changes(r.output) == {h: 0 for h in NODES}, r.output[-5000:]

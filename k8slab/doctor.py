@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from k8slab.checks import host_kinds
 from k8slab.checks.engine import Commands, Report, verify
-from k8slab.labs import Check, Lab, LabError, load_lab
+from k8slab.labs import Check, Lab, load_lab
 from k8slab.ssh import Fleet, Result
 from k8slab.topology import REPO_ROOT, Topology
 
@@ -34,15 +34,8 @@ def load(topo: Topology) -> Lab:
 
 def select(lab: Lab, skip: tuple[str, ...] = ()) -> tuple[Check, ...]:
     """Every check but those named in `skip` (an id, or a group such as `unique`)."""
-
-    def named(check: Check, name: str) -> bool:
-        return check.id == name or check.id.startswith(name + ".")
-
-    for name in skip:
-        if not any(named(c, name) for c in lab.checks):
-            ids = ", ".join(c.id for c in lab.checks)
-            raise LabError(f"doctor: no check {name!r} (checks: {ids})")
-    return tuple(c for c in lab.checks if not any(named(c, n) for n in skip))
+    dropped = {c.id for c in lab.select_checks(skip)} if skip else set()
+    return tuple(c for c in lab.checks if c.id not in dropped)
 
 
 def with_local_clock(run: Run) -> Run:

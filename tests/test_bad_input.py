@@ -149,7 +149,7 @@ def test_unknown_check_id(tmp_path):
     assert line.startswith("Error: ch09: no check 'net.nope' (checks: net.pause, ")
     code, line, _ = labctl(tmp_path, "--config", path, "doctor", "--skip", "swapp")
     assert code == 2
-    assert line.startswith("Error: doctor: no check 'swapp' (checks: sudo, os, cpus, ")
+    assert line.startswith("Error: preflight: no check 'swapp' (checks: sudo, os, cpus, ")
 
 
 def _sshd_topology(tmp_path: Path, sshd, **top) -> Path:

@@ -371,7 +371,7 @@ def test_skip_unknown_check_is_one_line_exit_2(tmp_path):
     assert r.exit_code == 2
     assert (
         r.output.strip().splitlines() == [r.output.strip().splitlines()[0]]
-        and "Error: doctor: no check 'clocks' (checks: sudo, os," in r.output
+        and "Error: preflight: no check 'clocks' (checks: sudo, os," in r.output
     )
 
 

@@ -46,7 +46,7 @@ def _run_doctor(skip: tuple[str, ...]) -> str:
         with Fleet(topo.hosts, known_hosts_path()) as fleet:
             report, _ = doctor.check(topo, fleet, lab, checks)
     except (LabError, SSHError) as e:
-        return f"k8s-lab pre-flight: {e}"
+        return f"k8s-lab: {e}"
     failed: dict[str, list[str]] = {}
     for r in report.results:
         if r.status in ("fail", "error"):

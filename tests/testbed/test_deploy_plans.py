@@ -159,5 +159,5 @@ def test_preflight_stops_the_deploy_before_any_change(testbed, tmp_path):
 def test_an_unknown_skipped_check_is_one_line(testbed, tmp_path):
     result = dry_run(testbed, tmp_path, "--data", "skip_checks=cgroup-v3", check=False)
     assert result.returncode != 0
-    assert "k8s-lab pre-flight: doctor: no check 'cgroup-v3'" in result.stderr
+    assert "k8s-lab: preflight: no check 'cgroup-v3'" in result.stderr
     assert "Traceback" not in result.stderr

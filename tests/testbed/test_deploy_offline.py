@@ -180,7 +180,13 @@ def test_host_shut_down_mid_deploy_fails_naming_it_then_converges(testbed, first
         testbed.start("slave2")
     output = "".join(lines)
     assert proc.returncode != 0, output[-5000:]
-    assert re.search(r"^\s*\[slave2\] .*(Error|error)", output, re.M), output[-5000:]
+    # Cut during a command, pyinfra says "[slave2] Error ..."; cut between two commands,
+    # pyinfra 3.10 itself crashes (EOFError opening the next channel, not caught upstream)
+    # and names the host only in its traceback. Either way the run fails, naming slave2.
+    named = re.search(r"^\s*\[slave2\] .*(Error|error)", output, re.M) or re.search(
+        r"Host\(slave2\).* failed with EOFError", output
+    )
+    assert named, output[-5000:]
     assert not re.search(r"^\s*\[(master|slave1)\] .*(Error|error)", output, re.M)
     r = deploy(testbed)
     assert r.returncode == 0, r.output[-5000:]

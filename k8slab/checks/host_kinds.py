@@ -20,7 +20,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from k8slab.checks import parse
-from k8slab.checks.kinds import CommandFailed, Context, Outcome, _first_line, _kind, _short
+from k8slab.checks.kinds import (
+    CommandFailed,
+    Context,
+    Outcome,
+    _first_line,
+    _kind,
+    _short,
+    matching_line,
+)
 from k8slab.ssh import Result, SSHError
 
 WARNING = "warning: "
@@ -61,9 +69,9 @@ def _peer_text(ctx: Context, host: str, name: str) -> str:
 def _absent(ctx: Context, p: dict) -> Outcome:
     """No line of the output matches `regex`; the evidence is the offending line."""
     text = ctx.text(p["output"])
-    for line in text.splitlines():
-        if re.search(p["regex"], line):
-            return Outcome(False, f"{p.get('what', 'found')}: {line.strip()}")
+    found = matching_line(text, p["regex"])
+    if found is not None:
+        return Outcome(False, f"{p.get('what', 'found')}: {found}")
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     what = p.get("what", "match")
     if len(lines) <= 3:
@@ -90,9 +98,9 @@ def _at_least(ctx: Context, p: dict) -> Outcome:
 def _warn_unless(ctx: Context, p: dict) -> Outcome:
     """Always passes: the matching line, or "warning: <warning>" with what was printed."""
     text = ctx.text(p["output"])
-    for line in text.splitlines():
-        if re.search(p["regex"], line):
-            return Outcome(True, line.strip())
+    line = matching_line(text, p["regex"])
+    if line is not None:
+        return Outcome(True, line)
     return Outcome(True, f"{WARNING}{p['warning']} (printed: {_first_line(text)})")
 
 

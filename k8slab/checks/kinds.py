@@ -73,6 +73,11 @@ def _short(cmd: str, width: int = 60) -> str:
     return cmd if len(cmd) <= width else cmd[: width - 3] + "..."
 
 
+def matching_line(text: str, regex: str) -> str | None:
+    """The first line of `text` that `regex` matches, stripped."""
+    return next((line.strip() for line in text.splitlines() if re.search(regex, line)), None)
+
+
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else "(empty output)"
@@ -250,9 +255,9 @@ def _deployment_ready(ctx: Context, p: dict) -> Outcome:
 def _matches(ctx: Context, p: dict) -> Outcome:
     """A line of the output matches `regex`; the evidence is that line."""
     text = ctx.text(p["output"])
-    for line in text.splitlines():
-        if re.search(p["regex"], line):
-            return Outcome(True, line.strip())
+    line = matching_line(text, p["regex"])
+    if line is not None:
+        return Outcome(True, line)
     return Outcome(False, f"`{_short(ctx.commands[p['output']])}` printed: {_first_line(text)}")
 
 

@@ -77,6 +77,16 @@ ROUTES = (
 )
 
 
+# What the check's curl loop prints on a VM with internet access (registries answer 401).
+SOURCES_OK = (
+    "200 https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key\n"
+    "200 https://download.docker.com/linux/\n"
+    "200 https://github.com/Mirantis/cri-dockerd/releases/tag/v0.4.3\n"
+    "401 https://registry.k8s.io/v2/\n"
+    "401 https://registry-1.docker.io/v2/\n"
+)
+
+
 def good_outputs(host: str) -> dict[str, str]:
     """(check id, run name) -> stdout of a host that passes every check."""
     ip, _, uuid = NODE[host]
@@ -99,6 +109,7 @@ def good_outputs(host: str) -> dict[str, str]:
         "subnets/addrs": _addrs(host),
         "subnets/routes": ROUTES.format(ip=ip),
         "ports/listening": SS_EMPTY,
+        "sources/reach": SOURCES_OK,
         "clock/time": "1764233000.120000000\nlabctl-local-clock: 1764233000.100 1764233000.150\n",
     }
 
@@ -148,20 +159,20 @@ def test_good_vms_pass_every_check(tmp_path):
     r = run("doctor", "--replay", str(write(tmp_path / "b")))
     assert r.exit_code == 0, r.output
     table = rows(r.output)
-    assert len(table) == 17 * 3 - 5  # cpus, memory.* on master or workers only
+    assert len(table) == 18 * 3 - 5  # cpus, memory.* on master or workers only
     assert all(v.startswith("PASS") for v in table.values()), r.output
     assert table[("unique.mac", "slave1")] == (
         "PASS MAC of the node_ip interface 08:00:27:8a:10:02 (unique among 3 hosts)"
     )
     assert table[("memory.control-plane", "master")] == "PASS MemTotal: 1.92 GiB (need >= 1.7 GiB)"
-    assert "preflight: 46 results - 46 passed, 0 failed" in r.output
+    assert "preflight: 49 results - 49 passed, 0 failed" in r.output
 
 
 def test_json_format(tmp_path):
     r = run("doctor", "--replay", str(write(tmp_path / "b")), "--format", "json")
     assert r.exit_code == 0
     data = json.loads(r.output)
-    assert data["lab"] == "preflight" and data["totals"]["pass"] == 46
+    assert data["lab"] == "preflight" and data["totals"]["pass"] == 49
     first = data["checks"][0]
     assert set(first) >= {"id", "host", "status", "evidence", "hint"}
 
@@ -271,6 +282,24 @@ BAD = [
         "slave1",
         "port 10250 is held by nginx (want free or kubelet)",
         "ss -tlnp",
+    ),
+    (
+        {("slave1", "sources/reach"): SOURCES_OK.replace("200 https://pkgs", "000 https://pkgs")},
+        "sources",
+        "slave1",
+        "cannot reach: 000 https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key",
+        "getent hosts pkgs.k8s.io",
+    ),
+    (
+        {
+            ("master", "sources/reach"): SOURCES_OK.replace(
+                "200 https://github", "404 https://github"
+            )
+        },
+        "sources",
+        "master",
+        "cannot reach: 404 https://github.com/Mirantis/cri-dockerd/releases/tag/v0.4.3",
+        "the version in the topology file",
     ),
     (
         {

@@ -22,7 +22,7 @@ from typing import Any
 
 from k8slab.checks.engine import Commands, NotRecorded
 from k8slab.ssh import Result
-from k8slab.topology import Topology, TopologyError, parse
+from k8slab.topology import DEFAULTS, Topology, TopologyError, parse
 
 FORMAT = "k8s-lab-bundle/1"
 INDEX = "bundle.json"
@@ -33,13 +33,11 @@ class BundleError(ValueError):
 
 
 def topology_data(topo: Topology) -> dict[str, Any]:
-    """What replaying needs of the topology: no SSH details, they are not needed offline."""
+    """What replaying needs of the topology, every value a check command may be rendered
+    with, and no SSH details: they are not needed offline."""
     return {
         "hosts": [{"name": h.name, "role": h.role, "node_ip": h.node_ip} for h in topo.hosts],
-        "kube_version": topo.kube_version,
-        "kube_pod_subnet": topo.kube_pod_subnet,
-        "kube_service_subnet": topo.kube_service_subnet,
-        "labs": topo.labs,
+        **{key: getattr(topo, key) for key in DEFAULTS if not key.startswith("ssh_")},
     }
 
 

@@ -39,12 +39,21 @@ def by_check(r: subprocess.CompletedProcess) -> dict[tuple[str, str], dict]:
     return {(c["id"], c["host"]): c for c in json.loads(r.stdout)["checks"]}
 
 
-def test_good_bed_passes_all_but_cgroup_v2(all_up):
+def test_good_bed_passes_all_but_cgroup_v2_and_sources(all_up):
     r = doctor(all_up, "--format", "json")
     assert r.returncode == 1, r.stdout + r.stderr
     results = by_check(r)
     failed = sorted(k for k, c in results.items() if c["status"] != "pass")
-    assert failed == [("cgroup-v2", h) for h in ("master", "slave1", "slave2")]
+    assert failed == [
+        (c, h) for c in ("cgroup-v2", "sources") for h in ("master", "slave1", "slave2")
+    ]
+    # True findings: the bed has no DNS and no route out (it reaches only Debian's mirror).
+    src = results[("sources", "slave2")]
+    assert (
+        src["evidence"]
+        == "cannot reach: 000 https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key"
+    )
+    assert "getent hosts pkgs.k8s.io" in src["hint"]
     cg = results[("cgroup-v2", "slave1")]
     assert cg["evidence"] == "`stat -fc %T /sys/fs/cgroup` printed: tmpfs"
     assert "kubelet 1.35 and later refuse cgroup v1" in cg["hint"]
@@ -62,10 +71,10 @@ def test_good_bed_passes_all_but_cgroup_v2(all_up):
     assert results[("clock", "master")]["evidence"].startswith("clock in step")
 
 
-def test_skip_cgroup_v2_exits_0_and_table_counts_warnings(all_up):
-    r = doctor(all_up, "--skip", "cgroup-v2")
+def test_skip_cgroup_v2_and_sources_exits_0_and_table_counts_warnings(all_up):
+    r = doctor(all_up, "--skip", "cgroup-v2", "--skip", "sources")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "cgroup-v2" not in r.stdout
+    assert "cgroup-v2" not in r.stdout and "sources" not in r.stdout
     assert "preflight: 43 results - 43 passed, 0 failed" in r.stdout
     # product_uuid on each host, plus ip_forward=0 on hosts the deploy has not prepared
     forward_off = sum(
@@ -98,7 +107,7 @@ def test_swap_line_in_fstab_fails(all_up):
     try:
         rc, _, err = all_up.ssh("slave1", f"echo '{SWAP_LINE}' >> /etc/fstab")
         assert rc == 0, err
-        r = doctor(all_up, "--skip", "cgroup-v2", "--format", "json")
+        r = doctor(all_up, "--skip", "cgroup-v2", "--skip", "sources", "--format", "json")
         assert r.returncode == 1, r.stdout
         results = by_check(r)
         swap = results[("swap.fstab", "slave1")]

@@ -16,6 +16,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from k8slab.checks.parse import iptables_rules
 from k8slab.ssh import Result
 from k8slab.topology import CRI_SOCKET
 
@@ -59,13 +60,7 @@ def plan_iptables(rules: str) -> tuple[list[str], list[str]]:
     ours = [line.split()[1] for line in rules.splitlines() if line.startswith("-N ")]
     ours = [c for c in ours if OUR_CHAINS.match(c)]
     jumps = []
-    for line in rules.splitlines():
-        if not line.startswith("-A "):
-            continue
-        try:
-            words = shlex.split(line)
-        except ValueError:
-            continue
+    for line, words in iptables_rules(rules):
         chain = words[1]
         targets = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-j", "-g")]
         if chain not in ours and any(t in ours for t in targets):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -145,16 +146,22 @@ class NatRule:
     line: str
 
 
+def iptables_rules(text: str, prefix: str = "-A ") -> Iterator[tuple[str, list[str]]]:
+    """(line, its shell words) of each `iptables -S` line starting with `prefix`; a line the
+    shell cannot split (an unbalanced quote) is passed over."""
+    for line in text.splitlines():
+        if not line.startswith(prefix):
+            continue
+        try:
+            yield line, shlex.split(line)
+        except ValueError:
+            continue
+
+
 def service_rules(text: str) -> list[NatRule]:
     """KUBE-SERVICES jumps from `iptables -S -t nat`, in any option order."""
     found = []
-    for line in text.splitlines():
-        if not line.startswith("-A KUBE-SERVICES "):
-            continue
-        try:
-            words = shlex.split(line)
-        except ValueError:
-            continue
+    for line, words in iptables_rules(text, "-A KUBE-SERVICES "):
         opts = {words[i]: words[i + 1] for i in range(len(words) - 1) if words[i].startswith("-")}
         if "-d" in opts and "-p" in opts and opts.get("--dport", "").isdigit():
             ip = opts["-d"].removesuffix("/32")

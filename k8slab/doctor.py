@@ -20,9 +20,9 @@ from k8slab.checks import host_kinds
 from k8slab.checks.engine import Commands, Report, verify
 from k8slab.labs import Check, Lab, load_lab
 from k8slab.ssh import Fleet, Result
-from k8slab.topology import REPO_ROOT, Topology
+from k8slab.topology import PACKAGE_ROOT, Topology
 
-CHECKS_ROOT = REPO_ROOT / "k8slab"
+CHECKS_ROOT = PACKAGE_ROOT
 LAB_ID = "preflight"
 
 Run = Callable[[str, str], Result]

@@ -1,4 +1,4 @@
-"""Labs are data: ``labs/<id>/lab.yaml`` plus its manifest templates and image contexts.
+"""Labs are data: ``k8slab/labs/<id>/lab.yaml`` plus its manifest templates and image contexts.
 
 This module loads a lab (its values overridden by the topology's ``labs: {<id>: ...}``),
 renders its manifests, and applies or deletes it over SSH. Checks live in k8slab.checks::
@@ -24,9 +24,9 @@ import yaml
 from k8slab import render
 from k8slab.checks.kinds import KINDS
 from k8slab.ssh import Fleet
-from k8slab.topology import REPO_ROOT, Host, Topology
+from k8slab.topology import PACKAGE_ROOT, Host, Topology
 
-LABS_DIR = REPO_ROOT / "labs"
+LABS_DIR = PACKAGE_ROOT / "labs"
 WHERES = ("master", "every-node", "every-worker")
 REMOTE_DIR = ".k8s-lab"  # relative to the SSH user's home on the hosts
 
@@ -300,7 +300,7 @@ def render_manifests(
         templates += [m for m in step.manifests if m not in templates]
     out = []
     for template in templates:
-        rel = (lab.root / "manifests" / template).relative_to(REPO_ROOT).as_posix()
+        rel = (lab.root / "manifests" / template).relative_to(PACKAGE_ROOT).as_posix()
         try:
             text = render.render(rel, context)
         except jinja2.TemplateError as e:

@@ -19,7 +19,10 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# The package's own data (labs/, templates/, manifests/, preflight/) ships inside it, so an
+# installed labctl finds it as a clone does. REPO_ROOT is only where a clone keeps inventory/.
+PACKAGE_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_ROOT.parent
 DEFAULT_PATH = Path("inventory") / "lab.yaml"
 ENV_VAR = "LAB_CONFIG"
 

@@ -182,7 +182,7 @@ def _render_strings(node: Any, context: dict) -> Any:
     if isinstance(node, list):
         return [_render_strings(x, context) for x in node]
     if isinstance(node, dict):
-        return {k: _render_strings(v, context) for k, v in node.items()}
+        return {_render_strings(k, context): _render_strings(v, context) for k, v in node.items()}
     return node
 
 

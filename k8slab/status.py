@@ -15,21 +15,14 @@ import shlex
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from k8slab.checks.kinds import cause_line
+from k8slab.checks.parse import Node, TableError, nodes
 from k8slab.labs import Lab, render_manifests
 from k8slab.ssh import Result, SSHError
 from k8slab.topology import Topology
 
 Run = Callable[[str, str], Result]
 WEAVE_STATUS = "curl -s --max-time 5 http://127.0.0.1:6784/status"
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    status: str
-    version: str
-    internal_ip: str
-    runtime: str
 
 
 @dataclass(frozen=True)
@@ -61,15 +54,6 @@ class Status:
         return asdict(self)
 
 
-def nodes(text: str) -> list[Node]:
-    """`kubectl get nodes -o wide`: NAME STATUS ROLES AGE VERSION INTERNAL-IP come first and
-    have no spaces; CONTAINER-RUNTIME is last (OS-IMAGE before it has spaces)."""
-    lines = [line.split() for line in text.splitlines() if line.strip()]
-    if not lines or lines[0][:1] != ["NAME"]:
-        return []
-    return [Node(f[0], f[1], f[4], f[5], f[-1]) for f in lines[1:] if len(f) >= 7]
-
-
 def weave(host: str, r: Result) -> Weave:
     """Weave's status page: "Connections: 2 (2 established)", "Peers: 3 (with 6 ...)"."""
     if not r.ok or "Connections:" not in r.stdout:
@@ -87,8 +71,13 @@ def collect(run: Run, topo: Topology, lab: Lab | None) -> Status:
     master = topo.control_plane.name
     kubectl = lab.values["kubectl"] if lab else "kubectl"
     r = run(master, f"{kubectl} get nodes -o wide")
-    found = nodes(r.stdout) if r.ok else []
-    error = "" if r.ok else ((r.stderr.strip() or r.stdout.strip()).splitlines() or ["?"])[0]
+    found: list[Node] = []
+    error = "" if r.ok else cause_line(f"{r.stderr}\n{r.stdout}") or "?"
+    if r.ok:
+        try:
+            found = nodes(r.stdout)
+        except TableError as e:
+            error = str(e)
     peers = []
     for h in topo.hosts:
         try:

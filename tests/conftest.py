@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from k8slab import topology
-from k8slab.checks import bundle
+from k8slab.checks import bundle, parse
 from k8slab.checks.engine import Commands
 from k8slab.labs import load_lab
 from k8slab.ssh import Result
@@ -21,6 +21,11 @@ from k8slab.ssh import Result
 FIXTURES = Path(__file__).parent / "fixtures"
 SEED = FIXTURES / "seed"
 DERIVED = FIXTURES / "derived"
+PUBLIC = FIXTURES / "public"
+MADE_HERE = FIXTURES / "made-here"
+# Checks whose commands the course never printed (nor did any derived file): they are graded
+# on bundles of real public outputs with their clusters' own topologies instead.
+NOT_IN_COURSE = ("cluster.api", "net.nodes", "net.node-pods", "net.weave-connections")
 COURSE_TOPOLOGY = FIXTURES / "course-topology.yaml"
 SSHD = Path("/usr/sbin/sshd")
 
@@ -80,6 +85,9 @@ def course_outputs() -> dict[tuple[str, str, str], str]:
         out[(host, "net.pause", "containers")] = containers
         out[(host, "net.weave-ports", "sockets")] = sockets[host]
         out[(host, "net.svc-iptables", "nat")] = nat
+        out[(host, "net.svc-iptables", "filter")] = _read(
+            MADE_HERE / "iptables-S-filter.kube-proxy.txt"
+        )
         if host != "master":
             out[(host, "storage.hostpath-file", "file")] = f"{host}\n"
             out[(host, "storage.hostpath-file", "hostname")] = f"{host}\n"
@@ -96,6 +104,9 @@ def course_outputs() -> dict[tuple[str, str, str], str]:
         ("master", "dns.simple-app", "endpoints"): _read(DERIVED / "endpoints-simple-app.txt"),
         ("master", "dns.curl", "resolve"): _read(DERIVED / "getent-simple-app-svc.txt"),
         ("master", "dns.curl", "curl"): _read(SEED / "curl-simple-app-svc.txt"),
+        ("master", "net.pod-to-pod", "curls"): _pod_to_pod(
+            pods_all, _read(SEED / "curl-simple-app-svc.txt")
+        ),
         ("master", "storage.emptydir-ready", "pods"): _default_pods(),
         ("master", "storage.emptydir-serves", "curl"): _read(SEED / "curl-emptydir.txt"),
         ("master", "storage.emptydir-counts", "reads"): _read(DERIVED / "emptydir-reads.txt"),
@@ -104,16 +115,29 @@ def course_outputs() -> dict[tuple[str, str, str], str]:
     return out
 
 
+def _pod_to_pod(pods: str, answer: str) -> str:
+    """net.pod-to-pod's loop output ("IP <curl's first line>") with `answer` from each
+    simple-app pod of the pod list (the script's format, the course's answer)."""
+    ips = [p.ip for p in parse.pods(pods) if p.name.startswith("simple-app-dep-")]
+    return "".join(f"{ip} {answer.strip()}\n" for ip in ips)
+
+
 def write_bundle(
     directory: Path,
     edits: dict[tuple[str, str, str], str | Result | None] | None = None,
     topology_path: Path = COURSE_TOPOLOGY,
+    base: dict[tuple[str, str, str], str | Result] | None = None,
+    checks: tuple[str, ...] | None = None,
 ) -> Path:
-    """A `--record` bundle of the course's outputs with `edits` applied (None drops a
-    command), written by the same code as `labctl verify --record`."""
+    """A `--record` bundle of `base` (the course's outputs by default) with `edits` applied
+    (None drops a command), written by the same code as `labctl verify --record`; it lists
+    `checks` (by default every check the course's outputs cover) for `--replay` to grade."""
     topo = topology.load(topology_path)
     lab = load_lab("ch09", topo)
-    outputs: dict[tuple[str, str, str], str | Result | None] = {**course_outputs(), **(edits or {})}
+    if base is None:
+        base = course_outputs()
+        checks = checks or tuple(c.id for c in lab.checks if c.id not in NOT_IN_COURSE)
+    outputs: dict[tuple[str, str, str], str | Result | None] = {**base, **(edits or {})}
     by_command: dict[tuple[str, str], Result] = {}
     for (host, check_id, name), value in outputs.items():
         check = next(c for c in lab.checks if c.id == check_id)
@@ -126,7 +150,7 @@ def write_bundle(
     commands = Commands(lambda host, cmd: by_command[(host, cmd)])
     for host, cmd in by_command:
         commands(host, cmd)
-    bundle.write(directory, "ch09", [c.id for c in lab.checks], topo, commands)
+    bundle.write(directory, "ch09", list(checks or [c.id for c in lab.checks]), topo, commands)
     return directory
 
 

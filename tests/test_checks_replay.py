@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from click.testing import CliRunner
-from conftest import SEED, write_bundle
+from conftest import MADE_HERE, SEED, write_bundle
 
 from k8slab.cli import main
 from k8slab.ssh import Result
@@ -34,10 +34,10 @@ def test_course_outputs_pass_every_check(passing):
     result = verify(passing, "--format", "json")
     assert result.exit_code == 0, result.output
     checks = statuses(result)
-    assert len(checks) == 25
+    assert len(checks) == 28
     assert {c["status"] for c in checks.values()} == {"pass"}
     data = json.loads(result.output)
-    assert data["totals"] == {"pass": 25, "fail": 0, "skip": 0, "error": 0, "checks": 25}
+    assert data["totals"] == {"pass": 28, "fail": 0, "skip": 0, "error": 0, "checks": 28}
     assert data["replayed"] is True
 
 
@@ -52,7 +52,7 @@ def test_evidence_is_the_course_line_that_proved_it(passing):
     )
     assert "--ipalloc-range=10.32.0.0/12" in checks[("net.weave-ipalloc", "master")]["evidence"]
     assert "-j KUBE-SVC-" in checks[("net.svc-iptables", "slave1")]["evidence"]
-    assert checks[("dns.curl", "master")]["evidence"].endswith("Hello World v1")
+    assert checks[("dns.curl", "master")]["evidence"].startswith("Hello World v1 | 10.104.37.211")
     assert checks[("storage.emptydir-serves", "master")]["evidence"] == "RUNNING loop seq 48"
     assert checks[("storage.emptydir-counts", "master")]["evidence"] == "48 -> 49"
     assert checks[("storage.hostpath-forward", "master")]["evidence"] == (
@@ -135,7 +135,7 @@ BROKEN = {
             )
         },
         ("net.svc-iptables", "slave2"),
-        "no KUBE-SERVICES rule for kube-system/kube-dns 10.96.0.10:53/UDP",
+        "no KUBE-SERVICES jump for kube-system/kube-dns 10.96.0.10:53/UDP",
     ),
     "simple-app-svc created but no rule": (
         {
@@ -145,7 +145,7 @@ BROKEN = {
             )
         },
         ("net.svc-iptables", "slave1"),
-        "no KUBE-SERVICES rule for gurumee/simple-app-svc 10.104.37.211:8080/TCP",
+        "no KUBE-SERVICES jump for gurumee/simple-app-svc 10.104.37.211:8080/TCP",
     ),
     "kube-dns without endpoints": (
         {("master", "dns.coredns", "endpoints"): lambda o: ""},
@@ -156,11 +156,11 @@ BROKEN = {
         {
             ("master", "dns.curl", "resolve"): lambda o: Result("", "", 2),
             ("master", "dns.curl", "curl"): lambda o: Result(
-                "", "curl: (6) Could not resolve host: simple-app-svc.gurumee", 6
+                "", (MADE_HERE / "curl-6-could-not-resolve.err").read_text(), 6
             ),
         },
         ("dns.curl", "master"),
-        "exited 2",
+        "curl: (6) Could not resolve host: simple-app-svc.gurumee",
     ),
     "counter stuck": (
         {("master", "storage.emptydir-counts", "reads"): lambda o: "RUNNING loop seq 48\n"},
@@ -204,7 +204,7 @@ def test_broken_course_output_fails_its_check_with_evidence_and_hint(tmp_path, c
     assert evidence in checks[failing]["evidence"]
     assert checks[failing]["hint"]
     # Everything the edit did not touch still passes (or fails for the same cause).
-    assert sum(c["status"] == "pass" for c in checks.values()) >= 25 - 4
+    assert sum(c["status"] == "pass" for c in checks.values()) >= 28 - 4
 
 
 def test_a_failed_prerequisite_skips_the_checks_after_it(tmp_path):
@@ -220,7 +220,9 @@ def test_a_failed_prerequisite_skips_the_checks_after_it(tmp_path):
     checks = statuses(verify(bundle_dir, "--format", "json"))
     assert checks[("dns.simple-app", "master")]["status"] == "fail"
     assert checks[("dns.curl", "master")]["status"] == "skip"
-    assert checks[("dns.curl", "master")]["evidence"] == "dns.simple-app did not pass"
+    assert checks[("dns.curl", "master")]["evidence"] == (
+        "dns.simple-app did not pass (fail on master: simple-app-dep 2/3 3 2 12m)"
+    )
 
 
 def test_only_selects_checks_and_groups(passing):
@@ -269,7 +271,7 @@ def test_junit_has_a_testcase_per_check_and_host(tmp_path):
     result = verify(bundle_dir, "--format", "junit")
     assert result.exit_code == 1
     suite = ET.fromstring(result.output.split("\n", 1)[1])
-    assert suite.get("tests") == "25" and suite.get("failures") == "1"
+    assert suite.get("tests") == "28" and suite.get("failures") == "1"
     failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
     assert [c.get("name") for c in failed] == ["storage.hostpath-forward@master"]
     assert "slave2" in failed[0].find("failure").get("message")

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from k8slab.checks.kinds import KINDS, CommandFailed, Context
+from k8slab.checks.parse import TableError
 from k8slab.labs import Check, Lab
 from k8slab.ssh import Result, SSHError
 from k8slab.topology import Host, Topology
@@ -91,26 +92,27 @@ def hosts_needed(checks: tuple[Check, ...], topo: Topology) -> list[Host]:
     return [h for h in topo.hosts if h.name in names]
 
 
-def _grade(check: Check, host: Host, topo: Topology, commands: Commands) -> tuple[str, str]:
+def _grade(check: Check, host: Host, topo: Topology, commands: Commands) -> tuple[str, str, str]:
+    """(status, evidence, hint): the hint is the failing outcome's own, else the check's."""
     master = topo.control_plane.name
     results = {}
     try:
         for name, cmd in check.run.items():
             results[name] = commands(master if cmd.on_master else host.name, cmd.cmd)
     except SSHError as e:
-        return "error", str(e)
+        return "error", str(e), check.hint
     ctx = Context(host, topo, {n: c.cmd for n, c in check.run.items()}, results)
     evidence = []
     for assertion in check.expect:
         params = {k: v for k, v in assertion.items() if k != "kind"}
         try:
             outcome = KINDS[assertion["kind"]].evaluate(ctx, params)
-        except CommandFailed as e:
-            return "fail", str(e)
+        except (CommandFailed, TableError) as e:
+            return "fail", str(e), check.hint
         if not outcome.ok:
-            return "fail", outcome.evidence
+            return "fail", outcome.evidence, outcome.hint or check.hint
         evidence.append(outcome.evidence)
-    return "pass", " | ".join(dict.fromkeys(evidence))
+    return "pass", " | ".join(dict.fromkeys(evidence)), ""
 
 
 def _one_line(text: str) -> str:
@@ -144,14 +146,13 @@ def verify(
                 for h in c.hosts(topo):
                     if blocked:
                         done[(c.id, h.name)] = CheckResult(
-                            c.id, c.title, h.name, "skip", f"{blocked[0]} did not pass", "", 0.0
+                            c.id, c.title, h.name, "skip", _why_skipped(blocked[0], done), "", 0.0
                         )
                     else:
                         jobs[(c.id, h.name)] = c, h, pool.submit(_timed, c, h, topo, commands)
             for c, h, fut in jobs.values():
-                status, evidence, seconds = fut.result()
+                status, evidence, hint, seconds = fut.result()
                 evidence = _one_line(evidence)
-                hint = c.hint if status in ("fail", "error") else ""
                 done[(c.id, h.name)] = CheckResult(
                     c.id, c.title, h.name, status, evidence, hint, seconds
                 )
@@ -161,12 +162,21 @@ def verify(
 
 def _timed(check: Check, host: Host, topo: Topology, commands: Commands):
     start = time.monotonic()
-    status, evidence = _grade(check, host, topo, commands)
-    return status, evidence, round(time.monotonic() - start, 3)
+    status, evidence, hint = _grade(check, host, topo, commands)
+    return status, evidence, hint, round(time.monotonic() - start, 3)
 
 
 def _finished(check_id: str, done: dict) -> bool:
     return any(k[0] == check_id for k in done)
+
+
+def _why_skipped(check_id: str, done: dict) -> str:
+    """The prerequisite and what it found, so a skipped row says why without its hint:
+    the hint is shown once, on the prerequisite's own row."""
+    first = next(r for k, r in done.items() if k[0] == check_id and r.status != "pass")
+    if first.status == "skip":
+        return first.evidence  # already names the prerequisite that failed first
+    return f"{check_id} did not pass ({first.status} on {first.host}: {first.evidence})"
 
 
 def _passed(check_id: str, done: dict) -> bool:

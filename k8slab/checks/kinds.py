@@ -26,6 +26,9 @@ class CommandFailed(Exception):
 class Outcome:
     ok: bool
     evidence: str
+    # A hint for this cause only (socat missing, no kubeconfig, ...), shown instead of the
+    # check's own hint when the check fails.
+    hint: str = ""
 
 
 @dataclass
@@ -36,11 +39,11 @@ class Context:
     results: dict[str, Result]
 
     def text(self, name: str) -> str:
+        """The command's stdout; CommandFailed naming the command and its cause if it failed."""
         r = self.results[name]
         if not r.ok:
-            said = (r.stderr.strip() or r.stdout.strip()).splitlines()
-            first = said[0] if said else "no output"
-            raise CommandFailed(f"`{_short(self.commands[name])}` exited {r.exit_code}: {first}")
+            cause = cause_line(r.stderr) or cause_line(r.stdout) or "no output"
+            raise CommandFailed(f"`{_short(self.commands[name])}` exited {r.exit_code}: {cause}")
         return r.stdout
 
 
@@ -78,6 +81,29 @@ def matching_line(text: str, regex: str) -> str | None:
     return next((line.strip() for line in text.splitlines() if re.search(regex, line)), None)
 
 
+# klog's own prefix ("E1128 04:30:50.271754   22294 memcache.go:265] ..."): kubectl repeats
+# such lines before the sentence that names the cause.
+_KLOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\] ")
+_ERROR_WORDS = re.compile(
+    r"error|refused|not found|unable|denied|failed|forbidden|unauthorized|x509|"
+    r"timed out|timeout|no route|could not|couldn't|^curl: \(",
+    re.IGNORECASE,
+)
+
+
+def cause_line(text: str) -> str:
+    """The line of an error output that says what went wrong: the first plain line with an
+    error word, else the first klog line with one (its prefix cut), else the first plain
+    line, else "" (no output)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    plain = [line for line in lines if not _KLOG.match(line)]
+    logged = [_KLOG.sub("", line) for line in lines if _KLOG.match(line)]
+    for line in plain + logged:
+        if _ERROR_WORDS.search(line):
+            return line
+    return (plain or logged or [""])[0]
+
+
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else "(empty output)"
@@ -106,18 +132,20 @@ def _pause_sandboxes(ctx: Context, p: dict) -> Outcome:
     return Outcome(True, f"{len(here)} pods, one pause each, e.g. {example}")
 
 
-@_kind("pods-running", ("pods",), ("namespace",), ("name", "prefix", "node", "min"))
+@_kind("pods-running", ("pods",), ("namespace",), ("name", "prefix", "node", "this_node", "min"))
 def _pods_running(ctx: Context, p: dict) -> Outcome:
-    """Pods `name` (or starting with `prefix`), on `node` if given, are Running and ready."""
+    """Pods `name` (or starting with `prefix`), on `node` (or the check's host with
+    `this_node: true`) if given, are Running and ready."""
     want = p.get("name") or f"{p.get('prefix')}*"
+    node = ctx.host.name if p.get("this_node") else p.get("node")
     match = [
         pod
-        for pod in parse.pods(ctx.text(p["pods"]))
+        for pod in parse.pods(ctx.text(p["pods"]), p["namespace"])
         if pod.namespace == p["namespace"]
         and (pod.name == p["name"] if p.get("name") else pod.name.startswith(p.get("prefix", "")))
-        and (not p.get("node") or pod.node == p["node"])
+        and (not node or pod.node == node)
     ]
-    where = f" on {p['node']}" if p.get("node") else ""
+    where = f" on {node}" if node else ""
     if len(match) < int(p.get("min", 1)):
         return Outcome(False, f"no pod {p['namespace']}/{want}{where}")
     for pod in match:
@@ -126,16 +154,16 @@ def _pods_running(ctx: Context, p: dict) -> Outcome:
     return Outcome(True, match[0].line)
 
 
-@_kind("daemonset-ready", ("output",))
+@_kind("daemonset-ready", ("output",), ("name",))
 def _daemonset_ready(ctx: Context, p: dict) -> Outcome:
-    """`kubectl get ds NAME`: DESIRED = READY = the number of hosts in the topology."""
-    text = ctx.text(p["output"])
-    lines = [line for line in text.splitlines() if line.strip()]
-    row = parse.table_row(text, lines[1].split()[0]) if len(lines) > 1 else None
-    if not row or not row.get("DESIRED", "").isdigit():
-        return Outcome(False, f"no DaemonSet row in: {_first_line(text)}")
+    """`kubectl get ds`: the row NAME = `name` has DESIRED = READY = the topology's hosts."""
+    t = parse.table(ctx.text(p["output"]))
+    t.need("NAME", "DESIRED", "READY")
+    row = t.row(p["name"])
+    if row is None:
+        return Outcome(False, f"no DaemonSet {p['name']} in `{_short(ctx.commands[p['output']])}`")
     nodes = len(ctx.topology.hosts)
-    ok = int(row["DESIRED"]) == int(row["READY"]) == nodes
+    ok = row["DESIRED"] == row["READY"] == str(nodes)
     return Outcome(ok, f"{row['_line']} ({nodes} nodes in the topology)")
 
 
@@ -194,59 +222,89 @@ def _same_value(a: str, b: str) -> bool:
 
 @_kind("same-capture", (), ("first", "second"))
 def _same_capture(ctx: Context, p: dict) -> Outcome:
-    """Group 1 of `first.regex` in `first.output` equals that of `second` (CIDRs compared)."""
+    """Group 1 of `first.regex` in `first.output` equals that of `second` (CIDRs compared);
+    each side's `missing` says in plain words what is absent ({host}: the check's host)."""
     a, a_text = _capture(ctx, p["first"])
     b, b_text = _capture(ctx, p["second"])
     if a is None or b is None:
         spec = p["first"] if a is None else p["second"]
-        return Outcome(False, f"no match for {spec['regex']!r} in `{spec['output']}`")
+        return Outcome(False, spec["missing"].format(host=ctx.host.name))
     return Outcome(_same_value(a, b), f"{a_text} vs {b_text}")
 
 
-@_kind("service-rules", ("services", "rules"), ("required",), ("optional",))
+@_kind("service-rules", ("services", "rules"), ("required",), ("optional", "rejects", "owners"))
 def _service_rules(ctx: Context, p: dict) -> Outcome:
-    """Each port of the `required` (and existing `optional`) ns/name Services has a rule."""
+    """kube-proxy's work for each port of the `required` (and existing `optional`) ns/name
+    Services: a nat KUBE-SERVICES jump to its KUBE-SVC-/KUBE-SVL- chain, or, for a Service
+    with no ready endpoints, the filter-table REJECT it writes instead (read from `rejects`;
+    that is the Service's fault, named with its `owners` check, not kube-proxy's)."""
     listed = {f"{s.namespace}/{s.name}": s for s in parse.services(ctx.text(p["services"]))}
-    rules = {(r.ip, r.proto, r.port): r for r in parse.service_rules(ctx.text(p["rules"]))}
+    nat = parse.service_rules(ctx.text(p["rules"]))
+    rejects = parse.service_rules(ctx.text(p["rejects"])) if p.get("rejects") else []
     for want in p["required"]:
         if want not in listed:
             return Outcome(False, f"Service {want} is not in `kubectl get svc -A`")
     checked = [listed[w] for w in [*p["required"], *p.get("optional", [])] if w in listed]
-    example = ""
+    example, jumps, empty = "", 0, {}
     for svc in checked:
+        ref = f"{svc.namespace}/{svc.name}"
         for port, proto in svc.ports:
-            rule = rules.get((svc.cluster_ip, proto, port))
-            if not rule:
-                return Outcome(
-                    False,
-                    f"no KUBE-SERVICES rule for {svc.namespace}/{svc.name} "
-                    f"{svc.cluster_ip}:{port}/{proto}",
-                )
-            example = example or rule.line
-    count = sum(len(s.ports) for s in checked)
-    return Outcome(True, f"{count} ClusterIP ports have rules, e.g. {example}")
+            key = (svc.cluster_ip, proto, port)
+            mine = [r for r in nat if (r.ip, r.proto, r.port) == key]
+            jump = next((r for r in mine if r.is_service_jump), None)
+            if jump:
+                jumps += 1
+                example = example or jump.line
+                continue
+            reject = next(
+                (r for r in rejects if (r.ip, r.proto, r.port) == key and r.target == "REJECT"),
+                None,
+            )
+            if reject:
+                empty.setdefault(ref, []).append(f"{port}/{proto}")
+                continue
+            other = (
+                f" (only `{mine[0].line}`, which is not the jump to the Service)" if mine else ""
+            )
+            return Outcome(
+                False,
+                f"no KUBE-SERVICES jump for {ref} {svc.cluster_ip}:{port}/{proto}{other}",
+            )
+    said = [
+        f"{jumps} ClusterIP ports jump to their Service chain"
+        + (f", e.g. {example}" if example else "")
+    ]
+    owners = p.get("owners", {})
+    for ref, ports in empty.items():
+        owner = f"; {owners[ref]} owns that" if ref in owners else ""
+        said.append(
+            f"Service {ref} has no ready endpoints: kube-proxy rejects {', '.join(ports)} "
+            f"as it should{owner}"
+        )
+    return Outcome(True, " | ".join(said))
 
 
 @_kind("ready-endpoints", ("output",), (), ("min", "max"))
 def _ready_endpoints(ctx: Context, p: dict) -> Outcome:
     """Lines "IP true|false" (an EndpointSlice jsonpath): between min and max are ready."""
-    ready = [
-        line.split()[0]
-        for line in ctx.text(p["output"]).splitlines()
-        if line.split()[1:] == ["true"]
-    ]
+    rows = [line.split() for line in ctx.text(p["output"]).splitlines() if line.split()]
+    ready = [r[0] for r in rows if r[1:] == ["true"]]
+    waiting = [r[0] for r in rows if r[1:] != ["true"]]
     low, high = int(p.get("min", 1)), int(p.get("max", 1 << 30))
-    return Outcome(low <= len(ready) <= high, f"{len(ready)} ready endpoints: {', '.join(ready)}")
+    said = f"{len(ready)} ready endpoints" + (f": {', '.join(ready)}" if ready else "")
+    if waiting:
+        said += f" ({len(waiting)} not ready: {', '.join(waiting)})"
+    return Outcome(low <= len(ready) <= high, said)
 
 
-@_kind("deployment-ready", ("output",), ("replicas",))
+@_kind("deployment-ready", ("output",), ("name", "replicas"))
 def _deployment_ready(ctx: Context, p: dict) -> Outcome:
-    """`kubectl get deploy NAME`: READY is replicas/replicas."""
-    text = ctx.text(p["output"])
-    lines = [line for line in text.splitlines() if line.strip()]
-    row = parse.table_row(text, lines[1].split()[0]) if len(lines) > 1 else None
-    if not row or "READY" not in row:
-        return Outcome(False, f"no Deployment row in: {_first_line(text)}")
+    """`kubectl get deploy`: the row NAME = `name` has READY replicas/replicas."""
+    t = parse.table(ctx.text(p["output"]))
+    t.need("NAME", "READY")
+    row = t.row(p["name"])
+    if row is None:
+        return Outcome(False, f"no Deployment {p['name']} in `{_short(ctx.commands[p['output']])}`")
     n = int(p["replicas"])
     return Outcome(row["READY"] == f"{n}/{n}", row["_line"])
 
@@ -261,10 +319,19 @@ def _matches(ctx: Context, p: dict) -> Outcome:
     return Outcome(False, f"`{_short(ctx.commands[p['output']])}` printed: {_first_line(text)}")
 
 
+READ_FAILED = "read failed: "
+
+
 @_kind("increases", ("output",), ("regex",))
 def _increases(ctx: Context, p: dict) -> Outcome:
-    """The number captured by `regex` is larger in the last matching line than the first."""
-    values = [int(m.group(1)) for m in re.finditer(p["regex"], ctx.text(p["output"]))]
+    """The number captured by `regex` is larger in the last matching line than the first;
+    a line "read failed: <error>" (the check's script prints it) says which read failed."""
+    text = ctx.text(p["output"])
+    values = [int(m.group(1)) for m in re.finditer(p["regex"], text)]
+    failed = matching_line(text, f"^{READ_FAILED}")
+    if len(values) < 2 and failed:
+        which = "the second read" if values else "the first read"
+        return Outcome(False, f"{which} failed: {failed.removeprefix(READ_FAILED)}")
     if len(values) < 2:
         seen = f"only {values[0]}" if values else "nothing"
         return Outcome(False, f"read {seen}; the value did not change in time")
@@ -278,11 +345,237 @@ def _same_text(ctx: Context, p: dict) -> Outcome:
     return Outcome(got == want, f"{got or '(empty)'!s} (expected {want})")
 
 
+FORWARD_LOG = "port-forward: "
+
+
 @_kind("prints-pod-node", ("output", "pods"), ("pod",))
 def _prints_pod_node(ctx: Context, p: dict) -> Outcome:
-    """The output is the name of the node `pod` runs on (from a `kubectl get pod -o wide`)."""
+    """The output's first line is the name of the node `pod` runs on (from a `kubectl get
+    pod -o wide`); lines "port-forward: ..." are kubectl port-forward's own output."""
     pod = next((x for x in parse.pods(ctx.text(p["pods"])) if x.name == p["pod"]), None)
     if pod is None:
         return Outcome(False, f"pod {p['pod']} not found")
-    got = ctx.text(p["output"]).strip()
-    return Outcome(got == pod.node, f"printed {got or '(nothing)'}; {p['pod']} runs on {pod.node}")
+    lines = ctx.text(p["output"]).splitlines()
+    log = "\n".join(x.removeprefix(FORWARD_LOG) for x in lines if x.startswith(FORWARD_LOG))
+    got = next((x.strip() for x in lines if not x.startswith(FORWARD_LOG)), "")
+    if got == pod.node:
+        return Outcome(True, f"printed {got}; {p['pod']} runs on {pod.node}")
+    said = f"printed {got or '(nothing)'}; {p['pod']} runs on {pod.node}"
+    error = cause_line(log) if _ERROR_WORDS.search(log) else ""
+    if "socat not found" in log:
+        return Outcome(
+            False,
+            f"port-forward failed: {error}",
+            f"socat is missing on {pod.node}: cri-dockerd runs socat on the pod's node for "
+            f"port-forward; install it there (sudo apt-get install -y socat) and verify again.",
+        )
+    if error:
+        return Outcome(False, f"port-forward failed: {error} ({said})")
+    return Outcome(False, said)
+
+
+# (what the stderr says, evidence, hint): kubectl's own sentences, most specific first.
+_API_CAUSES = (
+    (
+        re.compile(r"localhost:8080"),
+        "no kubeconfig: kubectl fell back to localhost:8080 ({line})",
+        "kubectl on master has no kubeconfig for the SSH user: mkdir -p ~/.kube && sudo cp "
+        "/etc/kubernetes/admin.conf ~/.kube/config && sudo chown $(id -u):$(id -g) "
+        "~/.kube/config (the deploy does this; or set kubectl under labs.ch09).",
+    ),
+    (
+        re.compile(r"x509|certificate", re.IGNORECASE),
+        "certificate problem: {line}",
+        "~/.kube/config does not belong to this cluster (copied before a kubeadm reset/init?): "
+        "copy /etc/kubernetes/admin.conf to ~/.kube/config again.",
+    ),
+    (
+        re.compile(r"Unauthorized|forbidden|must be logged in", re.IGNORECASE),
+        "credentials refused: {line}",
+        "the user in ~/.kube/config is not allowed: copy /etc/kubernetes/admin.conf again.",
+    ),
+    (
+        re.compile(r"The connection to the server \S+ was refused|connection refused"),
+        "API server down: {line}",
+        "kube-apiserver is not answering on master: `sudo docker ps -a | grep kube-apiserver` "
+        "and `journalctl -u kubelet -n 50`; a cluster not deployed yet has none (run the "
+        "deploy).",
+    ),
+    (
+        re.compile(r"i/o timeout|no route to host|deadline exceeded|TLS handshake timeout"),
+        "API server unreachable: {line}",
+        "the server address in ~/.kube/config is not reachable from master (wrong IP after a "
+        "network change?): compare it with `ip -4 addr` and node_ip.",
+    ),
+    (
+        re.compile(r"command not found|No such file"),
+        "kubectl is not installed on master: {line}",
+        "deploy the cluster first (kubectl is installed with kubeadm and kubelet).",
+    ),
+)
+
+
+@_kind("api-reachable", ("output",))
+def _api_reachable(ctx: Context, p: dict) -> Outcome:
+    """The kubectl command succeeded; otherwise the cause kubectl printed (no kubeconfig,
+    API server down, certificate, credentials) with a hint for that cause."""
+    r = ctx.results[p["output"]]
+    if r.ok:
+        rows = len(parse.table(r.stdout).rows)
+        return Outcome(True, f"the API server answers ({rows} nodes listed)")
+    said = f"{r.stderr}\n{r.stdout}"
+    line = cause_line(said) or f"exit {r.exit_code}, no output"
+    for pattern, evidence, hint in _API_CAUSES:
+        if pattern.search(said):
+            return Outcome(False, evidence.format(line=line), hint)
+    return Outcome(False, f"kubectl failed: {line}")
+
+
+@_kind("node-registered", ("output",), ("runtime",))
+def _node_registered(ctx: Context, p: dict) -> Outcome:
+    """`kubectl get nodes -o wide`: the check's host is a node, Ready, with INTERNAL-IP =
+    its node_ip and a CONTAINER-RUNTIME starting with `runtime` (e.g. docker://)."""
+    host = ctx.host
+    listed = parse.nodes(ctx.text(p["output"]))
+    node = next((n for n in listed if n.name == host.name), None)
+    if node is None:
+        names = ", ".join(n.name for n in listed) or "none"
+        return Outcome(
+            False,
+            f"{host.name} is not a node of the cluster (nodes: {names})",
+            f"{host.name} has not joined: run the deploy again (it joins workers), or check "
+            f"the hostname: the node name is the host's hostname and must be {host.name}.",
+        )
+    if "Ready" not in node.status.split(","):
+        return Outcome(False, f"{host.name} is {node.status}: {node.line}")
+    if node.internal_ip != host.node_ip:
+        return Outcome(
+            False,
+            f"{host.name}'s INTERNAL-IP is {node.internal_ip}, not its node_ip {host.node_ip}",
+            f"kubelet on {host.name} registered another address (VirtualBox's NAT 10.0.2.15 is "
+            f"the usual one): KUBELET_EXTRA_ARGS=--node-ip={host.node_ip} in "
+            "/etc/default/kubelet (the deploy writes it), then restart kubelet.",
+        )
+    if not node.runtime.startswith(p["runtime"]):
+        return Outcome(
+            False,
+            f"{host.name} runs {node.runtime}, not {p['runtime']}",
+            f"kubelet on {host.name} is not using cri-dockerd: its "
+            "--container-runtime-endpoint must be unix:///var/run/cri-dockerd.sock.",
+        )
+    return Outcome(True, node.line)
+
+
+# `curl 127.0.0.1:6784/status/connections`: "-> 10.0.2.4:6783  established fastdp
+# 5a:..(slave1) mtu=1376"; failed/retrying targets carry the error instead of a peer.
+_WEAVE_CONNECTION = re.compile(r"^(?:->|<-)\s+(\S+)\s+(\S+)\s*(.*)$")
+_STATE_ORDER = ("established", "pending", "retrying", "connecting", "failed")
+
+
+@_kind("weave-connections", ("output",))
+def _weave_connections(ctx: Context, p: dict) -> Outcome:
+    """Weave's router (its /status/connections page) holds an established connection to
+    every other host's node_ip; the evidence names the data path (fastdp or sleeve), and
+    pending or failed connections come with weave's own reason."""
+    conns: dict[str, list[tuple[str, str]]] = {}
+    for line in ctx.text(p["output"]).splitlines():
+        m = _WEAVE_CONNECTION.match(line.strip())
+        if m:
+            ip = m.group(1).rpartition(":")[0]
+            conns.setdefault(ip, []).append((m.group(2), " ".join(m.group(3).split())))
+    good, bad = [], []
+    for other in ctx.topology.hosts:
+        if other.name == ctx.host.name:
+            continue
+        seen = sorted(
+            conns.get(other.node_ip, []),
+            key=lambda c: _STATE_ORDER.index(c[0]) if c[0] in _STATE_ORDER else 99,
+        )
+        who = f"{other.name} ({other.node_ip})"
+        if not seen:
+            bad.append(f"{who}: no connection")
+            continue
+        state, info = seen[0]
+        words = [w for w in info.split() if w not in ("encrypted", "unencrypted")]
+        path = words[0] if words and words[0] in ("fastdp", "sleeve") else ""
+        mtu = next((w for w in words if w.startswith("mtu=")), "")
+        if state == "established":
+            good.append(f"{who} established {path} {mtu}".strip())
+        elif state == "pending":
+            bad.append(
+                f"{who}: pending (TCP is up, weave has no UDP heartbeat yet: "
+                f"{path or 'no data path'})"
+            )
+        else:
+            bad.append(f"{who}: {state}: {info.split(', retry:')[0] or 'no reason given'}")
+    if bad:
+        return Outcome(False, "; ".join(bad + good))
+    return Outcome(True, "; ".join(good))
+
+
+def _curl_error(r: Result) -> str:
+    return matching_line(f"{r.stdout}\n{r.stderr}", r"curl: \(\d+\)") or ""
+
+
+@_kind("curl-prints", ("output",), ("regex",), ("on_error",))
+def _curl_prints(ctx: Context, p: dict) -> Outcome:
+    """A `curl -sS` (run anywhere) printed a line matching `regex`; otherwise curl's own
+    error ("curl: (6) Could not resolve host", "(7) ... refused", "(28) ... timed out"),
+    with the hint `on_error` gives for that curl exit code."""
+    r = ctx.results[p["output"]]
+    line = matching_line(r.stdout, p["regex"])
+    if r.ok and line is not None:
+        return Outcome(True, line)
+    error = _curl_error(r)
+    if error:
+        code = re.search(r"\((\d+)\)", error).group(1)
+        return Outcome(False, error, p.get("on_error", {}).get(int(code), ""))
+    text = ctx.text(p["output"])  # a failure that is not curl's (kubectl exec's) raises here
+    return Outcome(False, f"`{_short(ctx.commands[p['output']])}` printed: {_first_line(text)}")
+
+
+@_kind("pod-reaches", ("output", "pods"), ("client", "namespace", "prefix", "regex"))
+def _pod_reaches(ctx: Context, p: dict) -> Outcome:
+    """The `client` pod (default namespace) reached, by pod IP, the `namespace`/`prefix`*
+    pods on the check's host: `output` has "IP <first line curl printed>" per target."""
+    listed = parse.pods(ctx.text(p["pods"]))
+    client = next((x for x in listed if x.namespace == "default" and x.name == p["client"]), None)
+    if client is None:
+        return Outcome(False, f"no pod default/{p['client']} to curl from")
+    targets = [
+        x
+        for x in listed
+        if x.namespace == p["namespace"]
+        and x.name.startswith(p["prefix"])
+        and x.node == ctx.host.name
+        and x.status == "Running"
+    ]
+    if not targets:
+        return Outcome(
+            False,
+            f"no Running {p['namespace']}/{p['prefix']}* pod on {ctx.host.name} to reach",
+            f"the scheduler put none on {ctx.host.name}: `kubectl -n {p['namespace']} get pod "
+            "-o wide`; `kubectl rollout restart` spreads them again.",
+        )
+    answers = {}
+    for line in ctx.text(p["output"]).splitlines():
+        ip, _, said = line.strip().partition(" ")
+        answers[ip] = said.strip()
+    said = []
+    for t in targets:
+        got = answers.get(t.ip)
+        path = f"{client.name} on {client.node} -> {t.name} {t.ip} on {t.node}"
+        if got is None:
+            return Outcome(False, f"{path}: not tried (the pod list changed meanwhile?)")
+        if not re.search(p["regex"], got):
+            across = client.node != t.node
+            hint = (
+                f"pod-to-pod traffic between {client.node} and {t.node} is lost: weave's data "
+                "path (net.weave-connections: UDP 6783-6784 between the VMs) or a firewall."
+                if across
+                else f"the pod answers nothing on its own node: `kubectl -n {p['namespace']} "
+                f"logs {t.name}`."
+            )
+            return Outcome(False, f"{path}: {got or '(nothing)'}", hint)
+        said.append(f"{path}: {got}")
+    return Outcome(True, "; ".join(said))

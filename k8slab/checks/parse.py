@@ -12,6 +12,63 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 
+class TableError(ValueError):
+    """A kubectl table without a column a check needs; the message names it and the header."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A kubectl table read by its header: `rows` map each header name to the row's cell."""
+
+    columns: tuple[str, ...]
+    rows: tuple[dict[str, str], ...]
+
+    def need(self, *names: str) -> None:
+        """Fail with a message a person can act on when the header lacks a column."""
+        missing = [n for n in names if n not in self.columns]
+        if missing:
+            have = " ".join(self.columns) or "no header"
+            raise TableError(f"no {', '.join(missing)} column in the table (header: {have})")
+
+    def row(self, name: str) -> dict[str, str] | None:
+        """The row whose NAME is `name` (kubectl prints kind/name with -A on some kinds)."""
+        self.need("NAME")
+        return next((r for r in self.rows if r["NAME"].rpartition("/")[2] == name), None)
+
+
+# kubectl's tabwriter separates columns by at least 3 spaces, so one space inside a header
+# ("NOMINATED NODE", "NODE SELECTOR") belongs to the name. A header flattened to single
+# spaces (a printout copied from a web page) splits on every space instead.
+_HEADER_GAP = re.compile(r"\S+(?: \S+)*")
+
+
+def table(text: str) -> Table:
+    """Any kubectl table (get pod/svc/ds/deploy/nodes, -o wide or not), read by header.
+
+    Cells are cut at the header's column starts, so a cell with spaces (RESTARTS "8 (3m
+    ago)", OS-IMAGE "Ubuntu 22.04 LTS") stays whole; a row whose words are exactly as many
+    as the columns (single-spaced, as printouts copied from the web are) is split on spaces.
+    """
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return Table((), ())
+    header = lines[0]
+    spans = [(m.start(), m.group()) for m in _HEADER_GAP.finditer(header)]
+    if "  " not in header.strip():
+        spans = [(m.start(), m.group()) for m in re.finditer(r"\S+", header)]
+    columns = tuple(name for _, name in spans)
+    rows = []
+    for line in lines[1:]:
+        words = line.split()
+        if len(words) == len(columns):
+            cells = words
+        else:
+            starts = [start for start, _ in spans] + [None]
+            cells = [line[a:b].strip() for a, b in zip(starts, starts[1:], strict=False)]
+        rows.append({**dict(zip(columns, cells, strict=True)), "_line": line.strip()})
+    return Table(columns, tuple(rows))
+
+
 @dataclass(frozen=True)
 class Pod:
     namespace: str
@@ -28,28 +85,54 @@ class Pod:
         return self.status == "Running" and have == want
 
 
-# RESTARTS is "8" in old kubectl and "8 (3m ago)" in current ones: the only column with spaces.
-_POD_TAIL = re.compile(
-    r"(?P<ready>\d+/\d+)\s+(?P<status>\S+)\s+(?P<restarts>\d+(?:\s+\([^)]*\))?)\s+"
-    r"(?P<age>\S+)\s+(?P<ip>\S+)\s+(?P<node>\S+)"
-)
+def pods(text: str, namespace: str = "default") -> list[Pod]:
+    """`kubectl get pod [-A | -n NS] -o wide`; without a NAMESPACE column (no -A) the rows
+    are in the namespace the command asked for, `namespace`."""
+    t = table(text)
+    if not t.rows:
+        return []
+    t.need("NAME", "READY", "STATUS", "IP", "NODE")
+    return [
+        Pod(
+            r.get("NAMESPACE", namespace),
+            r["NAME"],
+            r["READY"],
+            r["STATUS"],
+            r["IP"],
+            r["NODE"],
+            r["_line"],
+        )
+        for r in t.rows
+    ]
 
 
-_WITH_NS = re.compile(r"^(?P<ns>\S+)\s+(?P<name>\S+)\s+" + _POD_TAIL.pattern)
-_WITHOUT_NS = re.compile(r"^(?P<name>\S+)\s+" + _POD_TAIL.pattern)
+@dataclass(frozen=True)
+class Node:
+    name: str
+    status: str
+    version: str
+    internal_ip: str
+    runtime: str
+    line: str
 
 
-def pods(text: str) -> list[Pod]:
-    """`kubectl get pod [-A] -o wide`, header or not (the course greps it); rows without a
-    namespace column are in default. READY never parses as a name, so rows are unambiguous."""
-    found = []
-    for line in text.splitlines():
-        line = line.strip()
-        m = _WITH_NS.match(line) or _WITHOUT_NS.match(line)
-        if m:
-            ns = m.groupdict().get("ns") or "default"
-            found.append(Pod(ns, m["name"], m["ready"], m["status"], m["ip"], m["node"], line))
-    return found
+def nodes(text: str) -> list[Node]:
+    """`kubectl get nodes -o wide`."""
+    t = table(text)
+    if not t.rows:
+        return []
+    t.need("NAME", "STATUS", "VERSION", "INTERNAL-IP", "CONTAINER-RUNTIME")
+    return [
+        Node(
+            r["NAME"],
+            r["STATUS"],
+            r["VERSION"],
+            r["INTERNAL-IP"],
+            r["CONTAINER-RUNTIME"],
+            r["_line"],
+        )
+        for r in t.rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -122,28 +205,46 @@ class Service:
 
 
 def services(text: str) -> list[Service]:
-    """`kubectl get svc -A`; PORT(S) like 53/UDP,53/TCP or 8080:30080/TCP (port first)."""
+    """`kubectl get svc -A`; PORT(S) like 53/UDP,53/TCP or 8080:30080/TCP (port first).
+    Old kubectl prints CLUSTER-IP without a TYPE column: columns are found by header."""
+    t = table(text)
+    if not t.rows:
+        return []
+    t.need("NAME", "CLUSTER-IP", "PORT(S)")
     found = []
-    for line in text.splitlines():
-        f = line.split()
-        if len(f) < 6 or f[0] == "NAMESPACE":
-            continue
+    for r in t.rows:
         ports = []
-        for item in f[5].split(","):
+        for item in r["PORT(S)"].split(","):
             m = re.match(r"^(\d+)(?::\d+)?/(\w+)$", item)
             if m:
                 ports.append((int(m.group(1)), m.group(2).upper()))
         if ports:
-            found.append(Service(f[0], f[1], f[3], tuple(ports), line.strip()))
+            found.append(
+                Service(
+                    r.get("NAMESPACE", "default"),
+                    r["NAME"],
+                    r["CLUSTER-IP"],
+                    tuple(ports),
+                    r["_line"],
+                )
+            )
     return found
 
 
 @dataclass(frozen=True)
-class NatRule:
+class ServiceRule:
+    """A KUBE-SERVICES rule matching one ClusterIP:port (either table)."""
+
     ip: str
     proto: str
     port: int
+    target: str  # KUBE-SVC-..., KUBE-SVL-..., KUBE-MARK-MASQ, REJECT
+    negated_source: bool  # "! -s <podCIDR>": the masquerade rule, not the Service's jump
     line: str
+
+    @property
+    def is_service_jump(self) -> bool:
+        return self.target.startswith(("KUBE-SVC-", "KUBE-SVL-")) and not self.negated_source
 
 
 def iptables_rules(text: str, prefix: str = "-A ") -> Iterator[tuple[str, list[str]]]:
@@ -158,25 +259,26 @@ def iptables_rules(text: str, prefix: str = "-A ") -> Iterator[tuple[str, list[s
             continue
 
 
-def service_rules(text: str) -> list[NatRule]:
-    """KUBE-SERVICES jumps from `iptables -S -t nat`, in any option order."""
+def service_rules(text: str) -> list[ServiceRule]:
+    """KUBE-SERVICES rules for an IP and port from `iptables -S` (nat: the jumps to the
+    Service chains; filter: kube-proxy's REJECT of a Service with no endpoints), any order."""
     found = []
     for line, words in iptables_rules(text, "-A KUBE-SERVICES "):
-        opts = {words[i]: words[i + 1] for i in range(len(words) - 1) if words[i].startswith("-")}
+        opts, negated = {}, set()
+        for i, word in enumerate(words[:-1]):
+            if word.startswith("-") and not words[i + 1].startswith("-"):
+                opts[word] = words[i + 1]
+                if i and words[i - 1] == "!":
+                    negated.add(word)
         if "-d" in opts and "-p" in opts and opts.get("--dport", "").isdigit():
-            ip = opts["-d"].removesuffix("/32")
-            found.append(NatRule(ip, opts["-p"].upper(), int(opts["--dport"]), line.strip()))
+            found.append(
+                ServiceRule(
+                    opts["-d"].removesuffix("/32"),
+                    opts["-p"].upper(),
+                    int(opts["--dport"]),
+                    opts.get("-j", ""),
+                    "-s" in negated,
+                    line.strip(),
+                )
+            )
     return found
-
-
-def table_row(text: str, name: str) -> dict[str, str] | None:
-    """The row named `name` of a kubectl table, keyed by header (multi-word headers unused)."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        return None
-    header = lines[0].split()
-    for line in lines[1:]:
-        fields = line.split()
-        if fields and fields[0] == name:
-            return {**dict(zip(header, fields, strict=False)), "_line": line.strip()}
-    return None

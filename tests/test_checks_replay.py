@@ -34,10 +34,10 @@ def test_course_outputs_pass_every_check(passing):
     result = verify(passing, "--format", "json")
     assert result.exit_code == 0, result.output
     checks = statuses(result)
-    assert len(checks) == 28
+    assert len(checks) == 31
     assert {c["status"] for c in checks.values()} == {"pass"}
     data = json.loads(result.output)
-    assert data["totals"] == {"pass": 28, "fail": 0, "skip": 0, "error": 0, "checks": 28}
+    assert data["totals"] == {"pass": 31, "fail": 0, "skip": 0, "error": 0, "checks": 31}
     assert data["replayed"] is True
 
 
@@ -204,7 +204,7 @@ def test_broken_course_output_fails_its_check_with_evidence_and_hint(tmp_path, c
     assert evidence in checks[failing]["evidence"]
     assert checks[failing]["hint"]
     # Everything the edit did not touch still passes (or fails for the same cause).
-    assert sum(c["status"] == "pass" for c in checks.values()) >= 28 - 4
+    assert sum(c["status"] == "pass" for c in checks.values()) >= 31 - 4
 
 
 def test_a_failed_prerequisite_skips_the_checks_after_it(tmp_path):
@@ -271,7 +271,7 @@ def test_junit_has_a_testcase_per_check_and_host(tmp_path):
     result = verify(bundle_dir, "--format", "junit")
     assert result.exit_code == 1
     suite = ET.fromstring(result.output.split("\n", 1)[1])
-    assert suite.get("tests") == "28" and suite.get("failures") == "1"
+    assert suite.get("tests") == "31" and suite.get("failures") == "1"
     failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
     assert [c.get("name") for c in failed] == ["storage.hostpath-forward@master"]
     assert "slave2" in failed[0].find("failure").get("message")

@@ -372,7 +372,7 @@ def test_the_daemonset_row_is_chosen_by_name_not_position(tmp_path):
     the check graded before it read rows by NAME."""
     bundle_dir = write_bundle(
         tmp_path / "b",
-        topology_path=topology(tmp_path, ("master", "10.0.2.15")),
+        topology_path=topology(tmp_path, ("master", "10.0.2.15"), ("slave1", "10.0.2.4")),
         base={
             ("master", "net.weave-ds", "ds"): _read(PUBLIC / "kubectl-get-ds-kube-system.39147.txt")
         },

@@ -12,7 +12,15 @@ import json
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import COURSE_TOPOLOGY, MADE_HERE, NOT_IN_COURSE, PUBLIC, course_outputs, write_bundle
+from conftest import (
+    COURSE_TOPOLOGY,
+    MADE_HERE,
+    NOT_IN_COURSE,
+    PUBLIC,
+    SEED,
+    course_outputs,
+    write_bundle,
+)
 
 from k8slab.checks import parse
 from k8slab.cli import main
@@ -407,3 +415,150 @@ def test_old_kubectl_svc_table_without_type_column_is_read_by_header():
         ("nginx-ds", "10.254.148.239", ((80, "TCP"),)),
         ("kube-dns", "10.254.0.2", ((53, "UDP"), (53, "TCP"))),
     ]
+
+
+# --- the client pod first; curl's own error; evidence a learner can act on ----------------
+
+
+def test_nginx_not_running_skips_the_checks_that_exec_into_it_with_the_reason(tmp_path):
+    pods = _read(SEED / "kubectl-get-pod-wide.emptydir.txt").replace(
+        "nginx              1/1     Running ", "nginx              0/1     Pending "
+    )
+    checks = replay(
+        write_bundle(tmp_path / "b", {("master", "storage.emptydir-ready", "pods"): pods}),
+        "dns",
+        "net.pod-to-pod",
+        "storage.emptydir-ready",
+        "storage.emptydir-serves",
+        "storage.emptydir-counts",
+    )
+    client = checks[("dns.client-pod", "master")]
+    assert client["status"] == "fail"
+    assert client["evidence"] == "nginx 0/1 Pending 0 2m55s 10.32.0.3 slave2 <none> <none>"
+    reason = f"dns.client-pod did not pass (fail on master: {client['evidence']})"
+    for key in [
+        ("dns.curl", "master"),
+        ("storage.emptydir-serves", "master"),
+        ("storage.emptydir-counts", "master"),
+        ("net.pod-to-pod", "slave1"),
+    ]:
+        assert (checks[key]["status"], checks[key]["evidence"]) == ("skip", reason), key
+    assert checks[("storage.emptydir-ready", "master")]["status"] == "pass"
+
+
+@pytest.mark.parametrize(
+    "stderr, code, hint",
+    [
+        ("curl-7-refused.err", 7, "nothing accepted the connection"),
+        ("curl-28-timeout.err", 28, "packets are lost"),
+    ],
+)
+def test_dns_curl_shows_curls_error_and_the_hint_for_it(tmp_path, stderr, code, hint):
+    error = _read(MADE_HERE / stderr)
+    checks = replay(
+        write_bundle(
+            tmp_path / "b",
+            {
+                ("master", "dns.curl", "curl"): _failed(
+                    error + f"command terminated with exit code {code}\n", 1
+                )
+            },
+        ),
+        "dns.curl",
+    )
+    row = checks[("dns.curl", "master")]
+    assert (row["status"], row["evidence"]) == ("fail", error.strip())
+    assert hint in row["hint"]
+
+
+def test_emptydir_counts_says_the_second_read_failed(tmp_path):
+    reads = (
+        _read(SEED / "curl-emptydir.txt")
+        + "read failed: "
+        + _read(MADE_HERE / "curl-28-timeout.err")
+    )
+    row = replay(
+        write_bundle(tmp_path / "b", {("master", "storage.emptydir-counts", "reads"): reads}),
+        "storage.emptydir-counts",
+    )[("storage.emptydir-counts", "master")]
+    assert (row["status"], row["evidence"]) == (
+        "fail",
+        "the second read failed: curl: (28) Connection timed out after 5000 milliseconds",
+    )
+
+
+def test_port_forward_without_socat_names_socat_and_the_node(tmp_path):
+    log = _read(PUBLIC / "kubectl-port-forward.socat-not-found.txt")
+    forward = _read(MADE_HERE / "curl-52-empty-reply.err") + "".join(
+        f"port-forward: {line}\n" for line in log.splitlines()
+    )
+    row = replay(
+        write_bundle(tmp_path / "b", {("master", "storage.hostpath-forward", "forward"): forward}),
+        "storage.hostpath-forward",
+    )[("storage.hostpath-forward", "master")]
+    assert row["status"] == "fail"
+    assert row["evidence"] == (
+        "port-forward failed: an error occurred forwarding 8080 -> 3000: error forwarding port "
+        "3000 to pod lobsters-2273945462-s4dr5_default, uid : unable to do port forwarding: "
+        "socat not found."
+    )
+    assert row["hint"].startswith("socat is missing on slave1: ")
+
+
+def test_pod_to_pod_names_both_nodes(tmp_path):
+    checks = replay(write_bundle(tmp_path / "b"), "net.pod-to-pod")
+    assert checks[("net.pod-to-pod", "slave1")]["evidence"] == (
+        "nginx on slave2 -> simple-app-dep-6b9c7d8f5-2xv4l 10.40.0.2 on slave1: Hello World v1; "
+        "nginx on slave2 -> simple-app-dep-6b9c7d8f5-t6w2p 10.40.0.4 on slave1: Hello World v1"
+    )
+    assert checks[("net.pod-to-pod", "slave2")]["evidence"] == (
+        "nginx on slave2 -> simple-app-dep-6b9c7d8f5-8kq7j 10.32.0.5 on slave2: Hello World v1"
+    )
+
+
+def test_pod_to_pod_lost_across_nodes_points_at_weave(tmp_path):
+    timeout = _read(MADE_HERE / "curl-28-timeout.err").strip()
+    curls = f"10.40.0.2 {timeout}\n10.32.0.5 Hello World v1\n10.40.0.4 {timeout}\n"
+    checks = replay(
+        write_bundle(tmp_path / "b", {("master", "net.pod-to-pod", "curls"): curls}),
+        "net.pod-to-pod",
+    )
+    row = checks[("net.pod-to-pod", "slave1")]
+    assert (row["status"], row["evidence"]) == (
+        "fail",
+        f"nginx on slave2 -> simple-app-dep-6b9c7d8f5-2xv4l 10.40.0.2 on slave1: {timeout}",
+    )
+    assert "between slave2 and slave1" in row["hint"] and "net.weave-connections" in row["hint"]
+    assert checks[("net.pod-to-pod", "slave2")]["status"] == "pass"
+
+
+def test_evidence_shows_no_regular_expression_and_no_dangling_text(tmp_path):
+    checks = replay(
+        write_bundle(
+            tmp_path / "b",
+            {
+                ("master", "net.weave-ipalloc", "weaver"): "",
+                ("master", "dns.simple-app", "endpoints"): "",
+            },
+        ),
+        "net.weave-ipalloc",
+        "dns.simple-app",
+    )
+    assert checks[("net.weave-ipalloc", "master")]["evidence"] == (
+        "no weaver process with --ipalloc-range on master"
+    )
+    assert checks[("dns.simple-app", "master")]["evidence"] == "0 ready endpoints"
+
+
+def test_the_error_line_is_shown_not_a_notice_before_it(tmp_path):
+    """kubectl prints klog lines and notices before the sentence with the cause."""
+    notfound = 'Error from server (NotFound): deployments.apps "simple-app-dep" not found\n'
+    stderr = _read(MADE_HERE / "kubectl-get-nodes.api-down.err").splitlines(keepends=True)[0]
+    row = replay(
+        write_bundle(
+            tmp_path / "b",
+            {("master", "dns.simple-app", "deploy"): _failed(stderr + notfound)},
+        ),
+        "dns.simple-app",
+    )[("dns.simple-app", "master")]
+    assert row["evidence"].endswith(f"exited 1: {notfound.strip()}")

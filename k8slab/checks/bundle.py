@@ -1,7 +1,7 @@
 """Support bundles: every command a `labctl verify` ran, with its output, saved to a directory
 (`--record DIR`) and graded again offline (`--replay DIR`).
 
-Layout (documented in labs/README.md)::
+Layout (README.md, "Support bundles")::
 
     DIR/bundle.json          index: format, lab, checks, tool, created, topology, commands[]
     DIR/commands/NNN-HOST.out  stdout of command NNN on HOST

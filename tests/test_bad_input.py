@@ -146,7 +146,7 @@ def test_unknown_check_id(tmp_path):
     path = str(topology(tmp_path, GOOD))
     code, line, _ = labctl(tmp_path, "--config", path, "verify", "ch09", "--only", "net.nope")
     assert code == 2
-    assert line.startswith("Error: ch09: no check 'net.nope' (checks: net.pause, ")
+    assert line.startswith("Error: ch09: no check 'net.nope' (checks: cluster.api, net.nodes, ")
     code, line, _ = labctl(tmp_path, "--config", path, "doctor", "--skip", "swapp")
     assert code == 2
     assert line.startswith("Error: preflight: no check 'swapp' (checks: sudo, os, cpus, ")

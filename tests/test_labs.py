@@ -155,7 +155,7 @@ def test_pod_checks_run_inside_the_pod_from_master():
     lab = load_lab("ch09", course())
     curl = next(c for c in lab.checks if c.id == "dns.curl").run["curl"]
     assert curl.on_master
-    assert curl.cmd == "kubectl exec nginx -- sh -c 'curl -s -m 5 simple-app-svc.gurumee:8080'"
+    assert curl.cmd == "kubectl exec nginx -- sh -c 'curl -sS -m 5 simple-app-svc.gurumee:8080'"
 
 
 def test_a_lab_with_an_unknown_kind_is_rejected(tmp_path):

@@ -17,11 +17,12 @@ from k8slab.cli import main
 from k8slab.labs import load_lab, render_manifests
 from k8slab.ssh import Result
 
+# Columns as kubectl aligns them: each as wide as its widest cell plus three spaces.
 NODES = """\
-NAME     STATUS     ROLES           AGE   VERSION   INTERNAL-IP   EXTERNAL-IP   OS-IMAGE             KERNEL-VERSION       CONTAINER-RUNTIME
-master   Ready      control-plane   41m   v1.35.0   10.0.2.15     <none>        Ubuntu 24.04.1 LTS   6.8.0-49-generic     docker://27.3.1
-slave1   Ready      <none>          38m   v1.35.0   10.0.2.4      <none>        Ubuntu 24.04.1 LTS   6.8.0-49-generic     docker://27.3.1
-slave2   NotReady   <none>          38m   v1.35.0   10.0.2.5      <none>        Debian GNU/Linux 12 (bookworm)   6.1.0-27-amd64   docker://20.10.24+dfsg1
+NAME     STATUS     ROLES           AGE   VERSION   INTERNAL-IP   EXTERNAL-IP   OS-IMAGE                         KERNEL-VERSION     CONTAINER-RUNTIME
+master   Ready      control-plane   41m   v1.35.0   10.0.2.15     <none>        Ubuntu 24.04.1 LTS               6.8.0-49-generic   docker://27.3.1
+slave1   Ready      <none>          38m   v1.35.0   10.0.2.4      <none>        Ubuntu 24.04.1 LTS               6.8.0-49-generic   docker://27.3.1
+slave2   NotReady   <none>          38m   v1.35.0   10.0.2.5      <none>        Debian GNU/Linux 12 (bookworm)   6.1.0-27-amd64     docker://20.10.24+dfsg1
 """  # noqa: E501
 
 

@@ -254,6 +254,18 @@ def test_weave_established_on_both_hosts_names_the_data_path(tmp_path, path, mtu
     assert {c["status"] for c in checks.values()} == {"pass"}
 
 
+def _weave_row(tmp_path, hosts, fixture: str) -> dict:
+    """net.weave-connections graded for the first of `hosts`, whose status page `fixture` is."""
+    viewer = hosts[0][0]
+    bundle_dir = write_bundle(
+        tmp_path / "b",
+        topology_path=topology(tmp_path, *hosts),
+        base={(viewer, "net.weave-connections", "connections"): _read(PUBLIC / fixture)},
+        checks=("net.weave-connections",),
+    )
+    return replay(bundle_dir)[("net.weave-connections", viewer)]
+
+
 def test_weave_pending_is_a_failure_naming_the_udp_path(tmp_path):
     """TCP up, UDP heartbeat missing: `pending` (weaveworks/weave#3595)."""
     hosts = (
@@ -261,17 +273,7 @@ def test_weave_pending_is_a_failure_naming_the_udp_path(tmp_path):
         ("ip-172-20-63-88", "172.20.63.88"),
         ("ip-172-20-73-221", "172.20.73.221"),
     )
-    bundle_dir = write_bundle(
-        tmp_path / "b",
-        topology_path=topology(tmp_path, *hosts),
-        base={
-            ("viewer", "net.weave-connections", "connections"): _read(
-                PUBLIC / "weave-connections.3595.pending.txt"
-            )
-        },
-        checks=("net.weave-connections",),
-    )
-    row = replay(bundle_dir)[("net.weave-connections", "viewer")]
+    row = _weave_row(tmp_path, hosts, "weave-connections.3595.pending.txt")
     assert row["status"] == "fail"
     assert row["evidence"] == (
         "ip-172-20-63-88 (172.20.63.88): pending (TCP is up, weave has no UDP heartbeat yet: "
@@ -288,17 +290,7 @@ def test_weave_failed_connection_gives_weaves_reason_and_ignores_itself(tmp_path
         ("w210", "192.168.132.210"),
         ("w156", "192.168.132.156"),
     )
-    bundle_dir = write_bundle(
-        tmp_path / "b",
-        topology_path=topology(tmp_path, *hosts),
-        base={
-            ("k8s-master-main", "net.weave-connections", "connections"): _read(
-                PUBLIC / "weave-connections.3615.master-failed.txt"
-            )
-        },
-        checks=("net.weave-connections",),
-    )
-    row = replay(bundle_dir)[("net.weave-connections", "k8s-master-main")]
+    row = _weave_row(tmp_path, hosts, "weave-connections.3615.master-failed.txt")
     assert row["status"] == "fail"
     assert row["evidence"].startswith(
         "w210 (192.168.132.210): failed: Peer ca:73:6b:33:61:25 says it owns the IP range from "

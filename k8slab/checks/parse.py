@@ -85,24 +85,20 @@ class Pod:
         return self.status == "Running" and have == want
 
 
+def _cells(text: str, columns: tuple[str, ...]) -> list[tuple[list[str], dict[str, str]]]:
+    """Each row's cells of `columns` (all of which the header must have), with the row."""
+    t = table(text)
+    if t.rows:
+        t.need(*columns)
+    return [([r[c] for c in columns], r) for r in t.rows]
+
+
 def pods(text: str, namespace: str = "default") -> list[Pod]:
     """`kubectl get pod [-A | -n NS] -o wide`; without a NAMESPACE column (no -A) the rows
     are in the namespace the command asked for, `namespace`."""
-    t = table(text)
-    if not t.rows:
-        return []
-    t.need("NAME", "READY", "STATUS", "IP", "NODE")
+    columns = ("NAME", "READY", "STATUS", "IP", "NODE")
     return [
-        Pod(
-            r.get("NAMESPACE", namespace),
-            r["NAME"],
-            r["READY"],
-            r["STATUS"],
-            r["IP"],
-            r["NODE"],
-            r["_line"],
-        )
-        for r in t.rows
+        Pod(r.get("NAMESPACE", namespace), *cells, r["_line"]) for cells, r in _cells(text, columns)
     ]
 
 
@@ -118,21 +114,8 @@ class Node:
 
 def nodes(text: str) -> list[Node]:
     """`kubectl get nodes -o wide`."""
-    t = table(text)
-    if not t.rows:
-        return []
-    t.need("NAME", "STATUS", "VERSION", "INTERNAL-IP", "CONTAINER-RUNTIME")
-    return [
-        Node(
-            r["NAME"],
-            r["STATUS"],
-            r["VERSION"],
-            r["INTERNAL-IP"],
-            r["CONTAINER-RUNTIME"],
-            r["_line"],
-        )
-        for r in t.rows
-    ]
+    columns = ("NAME", "STATUS", "VERSION", "INTERNAL-IP", "CONTAINER-RUNTIME")
+    return [Node(*cells, r["_line"]) for cells, r in _cells(text, columns)]
 
 
 @dataclass(frozen=True)
@@ -207,26 +190,16 @@ class Service:
 def services(text: str) -> list[Service]:
     """`kubectl get svc -A`; PORT(S) like 53/UDP,53/TCP or 8080:30080/TCP (port first).
     Old kubectl prints CLUSTER-IP without a TYPE column: columns are found by header."""
-    t = table(text)
-    if not t.rows:
-        return []
-    t.need("NAME", "CLUSTER-IP", "PORT(S)")
     found = []
-    for r in t.rows:
+    for (name, cluster_ip, listed), r in _cells(text, ("NAME", "CLUSTER-IP", "PORT(S)")):
         ports = []
-        for item in r["PORT(S)"].split(","):
+        for item in listed.split(","):
             m = re.match(r"^(\d+)(?::\d+)?/(\w+)$", item)
             if m:
                 ports.append((int(m.group(1)), m.group(2).upper()))
         if ports:
             found.append(
-                Service(
-                    r.get("NAMESPACE", "default"),
-                    r["NAME"],
-                    r["CLUSTER-IP"],
-                    tuple(ports),
-                    r["_line"],
-                )
+                Service(r.get("NAMESPACE", "default"), name, cluster_ip, tuple(ports), r["_line"])
             )
     return found
 

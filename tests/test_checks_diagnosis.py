@@ -71,8 +71,7 @@ def _failed(text: str, code: int = 1) -> Result:
 API_DOWN = {
     "no kubeconfig": (
         "kubectl-get-nodes.no-kubeconfig.err",
-        "no kubeconfig: kubectl fell back to localhost:8080 (The connection to the server "
-        "localhost:8080 was refused - did you specify the right host or port?)",
+        "no kubeconfig: kubectl fell back to localhost:8080 (connection refused)",
         "sudo cp /etc/kubernetes/admin.conf ~/.kube/config",
     ),
     "API server down": (

@@ -86,7 +86,7 @@ def _at_least(ctx: Context, p: dict) -> Outcome:
     text = ctx.text(p["output"])
     m = re.search(p["regex"], text, re.MULTILINE)
     if not m:
-        return Outcome(False, f"no match for {p['regex']!r} in: {_first_line(text)}")
+        return Outcome(False, f"no {p.get('what', 'value')} in: {_first_line(text)}")
     value = float(m.group(1)) / float(p.get("scale", 1))
     unit = f" {p['unit']}" if p.get("unit") else ""
     what = p.get("what", "value")

@@ -378,7 +378,7 @@ def _prints_pod_node(ctx: Context, p: dict) -> Outcome:
 _API_CAUSES = (
     (
         re.compile(r"localhost:8080"),
-        "no kubeconfig: kubectl fell back to localhost:8080 ({line})",
+        "no kubeconfig: kubectl fell back to localhost:8080 (connection refused)",
         "kubectl on master has no kubeconfig for the SSH user: mkdir -p ~/.kube && sudo cp "
         "/etc/kubernetes/admin.conf ~/.kube/config && sudo chown $(id -u):$(id -g) "
         "~/.kube/config (the deploy does this; or set kubectl under labs.ch09).",

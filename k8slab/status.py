@@ -57,8 +57,8 @@ class Status:
 def weave(host: str, r: Result) -> Weave:
     """Weave's status page: "Connections: 2 (2 established)", "Peers: 3 (with 6 ...)"."""
     if not r.ok or "Connections:" not in r.stdout:
-        said = (r.stderr.strip() or r.stdout.strip() or f"curl exited {r.exit_code}").splitlines()
-        return Weave(host, False, None, None, None, f"no weave status on :6784 ({said[0]})")
+        said = cause_line(f"{r.stderr}\n{r.stdout}") or f"curl exited {r.exit_code}"
+        return Weave(host, False, None, None, None, f"no weave status on :6784 ({said})")
     conn = re.search(r"Connections:\s+(\d+)(?:\s+\((\d+) established)?", r.stdout)
     peers = re.search(r"Peers:\s+(\d+)", r.stdout)
     total = int(conn.group(1)) if conn else None

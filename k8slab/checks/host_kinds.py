@@ -27,6 +27,7 @@ from k8slab.checks.kinds import (
     _first_line,
     _kind,
     _short,
+    cause_line,
     matching_line,
 )
 from k8slab.ssh import Result, SSHError
@@ -57,11 +58,8 @@ def _peer_text(ctx: Context, host: str, name: str) -> str:
     except SSHError as e:
         raise CommandFailed(f"cannot read {host}: {e}") from None
     if not r.ok:
-        said = (r.stderr.strip() or r.stdout.strip()).splitlines()
-        raise CommandFailed(
-            f"{host}: `{_short(ctx.commands[name])}` exited {r.exit_code}: "
-            f"{said[0] if said else 'no output'}"
-        )
+        said = cause_line(r.stderr) or cause_line(r.stdout) or "no output"
+        raise CommandFailed(f"{host}: `{_short(ctx.commands[name])}` exited {r.exit_code}: {said}")
     return r.stdout
 
 

@@ -5,7 +5,7 @@ renders its manifests, and applies or deletes it over SSH. Checks live in k8slab
 
     >>> lab = load_lab("ch09", topology.load())
     >>> [s.id for s in lab.steps]
-    ['coredns', 'emptydir', 'hostpath']
+    ['coredns', 'emptydir', 'hostpath', 'nodeport']
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ class Step:
     images: tuple[str, ...]
     prepare: tuple[str, ...]
     wait: tuple[WaitFor, ...]
+    optional: bool  # beyond the course: applied only when named with --only
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,9 @@ class Lab:
         for name in only:
             if name not in known:
                 raise LabError(f"{self.id}: no step {name!r} (steps: {', '.join(known)})")
-        return tuple(s for s in self.steps if not only or s.id in only)
+        if not only:
+            return tuple(s for s in self.steps if not s.optional)
+        return tuple(s for s in self.steps if s.id in only)
 
     def select_checks(self, only: tuple[str, ...] = ()) -> tuple[Check, ...]:
         """`only` holds check ids or their group prefix (`net` selects every net.* check)."""
@@ -146,7 +149,12 @@ def load_lab(lab_id: str, topo: Topology, root: Path = LABS_DIR) -> Lab:
     except yaml.YAMLError as e:
         raise LabError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
     values = _merge(raw["values"], topo.labs.get(lab_id, {}), f"labs.{lab_id}")
-    context = {**topo.cluster_vars(), **values, "master": topo.control_plane.name}
+    context = {
+        **topo.cluster_vars(),
+        **values,
+        "master": topo.control_plane.name,
+        "node_ips": [h.node_ip for h in topo.hosts],
+    }
     try:
         return _build(lab_id, path, values, _render_strings(raw, context))
     except jinja2.TemplateError as e:
@@ -220,6 +228,7 @@ def _build(lab_id: str, path: Path, values: dict, r: dict) -> Lab:
                 tuple(s.get("images", [])),
                 tuple(s.get("prepare", [])),
                 tuple(WaitFor(w["kind"], w["name"], w["namespace"]) for w in s.get("wait", [])),
+                bool(s.get("optional", False)),
             )
         )
     checks = tuple(_check(c, values, path) for c in r["checks"])

@@ -553,3 +553,41 @@ def test_the_error_line_is_shown_not_a_notice_before_it(tmp_path):
         "dns.simple-app",
     )[("dns.simple-app", "master")]
     assert row["evidence"].endswith(f"exited 1: {notfound.strip()}")
+
+
+# --- beyond the course: NodePort on every node (optional) ----------------------------------
+
+
+def _nodeport(tmp_path, exists: str, answers: str | None = None) -> dict:
+    edits = {("master", "net.nodeport", "exists"): exists}
+    if answers is not None:
+        edits[("master", "net.nodeport", "answers")] = answers
+    return replay(write_bundle(tmp_path / "b", edits, checks=("net.nodeport",)))
+
+
+def test_nodeport_not_applied_is_skipped_saying_how_to_apply_it(tmp_path):
+    checks = _nodeport(tmp_path, "", "")  # `kubectl get svc ... --ignore-not-found` prints nothing
+    assert {(c["status"], c["evidence"]) for c in checks.values()} == {
+        (
+            "skip",
+            "optional: Service simple-app-nodeport not applied (labctl apply ch09 --only nodeport)",
+        )
+    }
+
+
+def test_nodeport_answers_on_every_node_ip_or_names_the_node_that_does_not(tmp_path):
+    hello = _read(SEED / "curl-simple-app-svc.txt").strip()
+    timeout = _read(MADE_HERE / "curl-28-timeout.err").strip()
+    answers = f"10.0.2.15 {hello}\n10.0.2.4 {hello}\n10.0.2.5 {timeout}\n"
+    checks = _nodeport(tmp_path, "service/simple-app-nodeport\n", answers)
+    assert checks[("net.nodeport", "slave1")]["evidence"] == "10.0.2.4: Hello World v1"
+    assert checks[("net.nodeport", "master")]["status"] == "pass"
+    row = checks[("net.nodeport", "slave2")]
+    assert (row["status"], row["evidence"]) == ("fail", f"10.0.2.5: {timeout}")
+    assert "KUBE-NODEPORTS" in row["hint"]
+
+
+def test_a_plain_apply_leaves_the_optional_step_out():
+    lab = load_lab("ch09", load(COURSE_TOPOLOGY))
+    assert [s.id for s in lab.select_steps()] == ["coredns", "emptydir", "hostpath"]
+    assert [s.id for s in lab.select_steps(("nodeport",))] == ["nodeport"]

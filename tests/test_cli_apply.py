@@ -92,6 +92,7 @@ def test_delete_removes_objects_in_reverse_and_undoes_the_node_file(lab_env):
     assert "master: deleted" in result.output
     (call,) = [c for c in log.read_text().splitlines() if c.startswith("delete")]
     files = [w for w in call.split() if w.endswith(".yaml")]
-    assert files[0].endswith("06-pod-volume-hostpath.yaml")
+    assert files[0].endswith("07-service-simple-app-nodeport.yaml")
+    assert files[1].endswith("06-pod-volume-hostpath.yaml")
     assert files[-1].endswith("01-namespace-gurumee.yaml")
     assert not (htdocs / "index.html").exists()

@@ -109,6 +109,8 @@ def _grade(check: Check, host: Host, topo: Topology, commands: Commands) -> tupl
             outcome = KINDS[assertion["kind"]].evaluate(ctx, params)
         except (CommandFailed, TableError) as e:
             return "fail", str(e), check.hint
+        if outcome.skip:
+            return "skip", outcome.evidence, ""
         if not outcome.ok:
             return "fail", outcome.evidence, outcome.hint or check.hint
         evidence.append(outcome.evidence)

@@ -29,6 +29,8 @@ class Outcome:
     # A hint for this cause only (socat missing, no kubeconfig, ...), shown instead of the
     # check's own hint when the check fails.
     hint: str = ""
+    # Nothing to grade (an optional object that was not applied): the check is skipped.
+    skip: bool = False
 
 
 @dataclass
@@ -579,3 +581,24 @@ def _pod_reaches(ctx: Context, p: dict) -> Outcome:
             return Outcome(False, f"{path}: {got or '(nothing)'}", hint)
         said.append(f"{path}: {got}")
     return Outcome(True, "; ".join(said))
+
+
+@_kind("answers-on-node-ip", ("output",), ("regex",), ("exists", "missing"))
+def _answers_on_node_ip(ctx: Context, p: dict) -> Outcome:
+    """`output` has "IP <first line curl printed>" per node IP: the line of the check's
+    host's node_ip matches `regex`. Skipped when the `exists` output is empty (an optional
+    object not applied; `missing` says how to apply it)."""
+    if p.get("exists") and not ctx.text(p["exists"]).strip():
+        return Outcome(True, p.get("missing", "not applied"), skip=True)
+    ip = ctx.host.node_ip
+    said = next(
+        (
+            line.partition(" ")[2].strip()
+            for line in ctx.text(p["output"]).splitlines()
+            if line.split()[:1] == [ip]
+        ),
+        None,
+    )
+    if said is None:
+        return Outcome(False, f"{ip} was not tried")
+    return Outcome(re.search(p["regex"], said) is not None, f"{ip}: {said or '(nothing)'}")

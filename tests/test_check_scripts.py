@@ -1,6 +1,8 @@
-"""The lab's own shell scripts (the counter re-read) run for real: /bin/sh, real curl against a
-web server on loopback. Only kubectl is a stand-in (no cluster here): `get` prints the
-server's address and `exec nginx -- CMD` runs CMD on this machine, as the pod would."""
+"""The lab's own shell scripts (the counter re-read, the port-forward) run for real: /bin/sh,
+real curl against a web server on loopback. Only kubectl is a stand-in (no cluster here):
+`get pod NAME` prints the server's address, `get pod -o wide` the course's pod list,
+`exec nginx -- CMD` runs CMD on this machine as the pod would, and `port-forward` prints a
+recorded port-forward output (tests/fixtures/README.md) and waits."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import subprocess
 import threading
 
 import pytest
-from conftest import COURSE_TOPOLOGY
+from conftest import COURSE_TOPOLOGY, PUBLIC, SEED, _free_port
 
 from k8slab.checks.engine import Commands, verify
 from k8slab.labs import load_lab
@@ -17,9 +19,11 @@ from k8slab.ssh import Result
 from k8slab.topology import load
 
 KUBECTL = """#!/bin/sh
-case "$1" in
-  get) echo "127.0.0.1:{port}" ;;
-  exec) shift; while [ "$1" != "--" ]; do shift; done; shift; exec "$@" ;;
+case "$1 $2 $3" in
+  "get pod -o") cat {pods} ;;
+  get*) echo "127.0.0.1:{port}" ;;
+  exec*) shift; while [ "$1" != "--" ]; do shift; done; shift; exec "$@" ;;
+  port-forward*) cat {forward_log} >&2; exec sleep 30 ;;
 esac
 """
 
@@ -52,15 +56,25 @@ def server():
     httpd.server_close()
 
 
-def _grade_counts(tmp_path, port: int) -> dict:
+def _grade(tmp_path, check: str, port: int, forward_log=None) -> dict:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     stub = bin_dir / "kubectl"
-    stub.write_text(KUBECTL.format(port=port))
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    stub.write_text(
+        KUBECTL.format(
+            port=port,
+            pods=SEED / "kubectl-get-pod-wide.hostpath.txt",
+            forward_log=forward_log or empty,
+        )
+    )
     stub.chmod(0o755)
-    topo = load(COURSE_TOPOLOGY)
+    config = tmp_path / "topology.yaml"
+    config.write_text(COURSE_TOPOLOGY.read_text() + f"labs: {{ch09: {{forward_port: {port}}}}}\n")
+    topo = load(config)
     lab = load_lab("ch09", topo)
-    checks = lab.select_checks(("storage.emptydir-counts",))
+    checks = lab.select_checks((check,))
 
     def run(host: str, cmd: str) -> Result:
         p = subprocess.run(
@@ -74,13 +88,13 @@ def _grade_counts(tmp_path, port: int) -> dict:
 
     report = verify(lab, topo, Commands(run), checks)
     (row,) = report.results
-    return {"status": row.status, "evidence": row.evidence}
+    return {"status": row.status, "evidence": row.evidence, "hint": row.hint}
 
 
 def test_the_counter_script_sees_the_number_grow(tmp_path, server):
     Counter.seq = 48
-    row = _grade_counts(tmp_path, server.server_address[1])
-    assert row == {"status": "pass", "evidence": "48 -> 49"}
+    row = _grade(tmp_path, "storage.emptydir-counts", server.server_address[1])
+    assert (row["status"], row["evidence"]) == ("pass", "48 -> 49")
 
 
 def test_the_counter_script_says_the_second_read_failed(tmp_path, server):
@@ -96,8 +110,50 @@ def test_the_counter_script_says_the_second_read_failed(tmp_path, server):
             server.socket.close()
 
     server.RequestHandlerClass = Once
-    row = _grade_counts(tmp_path, port)
+    row = _grade(tmp_path, "storage.emptydir-counts", port)
     assert row["status"] == "fail"
     assert row["evidence"].startswith(
         f"the second read failed: curl: (7) Failed to connect to 127.0.0.1 port {port}"
     )
+
+
+class Hostname(http.server.BaseHTTPRequestHandler):
+    """httpd serving the hostPath index.html of slave1."""
+
+    def do_GET(self):  # noqa: N802
+        body = b"slave1\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_port_forward_script_prints_the_node_name(tmp_path):
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Hostname)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        row = _grade(tmp_path, "storage.hostpath-forward", httpd.server_address[1])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert (row["status"], row["evidence"]) == (
+        "pass",
+        "printed slave1; volume-hostpath runs on slave1",
+    )
+
+
+def test_the_port_forward_script_keeps_port_forwards_error(tmp_path):
+    """Nothing answers on the forwarded port; port-forward's own output names socat."""
+    row = _grade(
+        tmp_path,
+        "storage.hostpath-forward",
+        _free_port(),
+        PUBLIC / "kubectl-port-forward.socat-not-found.txt",
+    )
+    assert row["status"] == "fail"
+    assert row["evidence"].startswith("port-forward failed: an error occurred forwarding ")
+    assert row["evidence"].endswith("unable to do port forwarding: socat not found.")
+    assert row["hint"].startswith("socat is missing on slave1: ")

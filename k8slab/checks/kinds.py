@@ -272,10 +272,8 @@ def _service_rules(ctx: Context, p: dict) -> Outcome:
                 False,
                 f"no KUBE-SERVICES jump for {ref} {svc.cluster_ip}:{port}/{proto}{other}",
             )
-    said = [
-        f"{jumps} ClusterIP ports jump to their Service chain"
-        + (f", e.g. {example}" if example else "")
-    ]
+    # A Service without endpoints comes first: it is what a reader must act on.
+    said = []
     owners = p.get("owners", {})
     for ref, ports in empty.items():
         owner = f"; {owners[ref]} owns that" if ref in owners else ""
@@ -283,6 +281,11 @@ def _service_rules(ctx: Context, p: dict) -> Outcome:
             f"Service {ref} has no ready endpoints: kube-proxy rejects {', '.join(ports)} "
             f"as it should{owner}"
         )
+    plural = "port jumps" if jumps == 1 else "ports jump"
+    said.append(
+        f"{jumps} ClusterIP {plural} to its Service chain"
+        + (f", e.g. {example}" if example else "")
+    )
     return Outcome(True, " | ".join(said))
 
 

@@ -28,15 +28,14 @@ esac
 """
 
 
-class Counter(http.server.BaseHTTPRequestHandler):
-    """Answers like the count container's web-server: the seq grows by one per request
-    until `stop_after` requests, then the server closes (a pod gone away)."""
+class Page(http.server.BaseHTTPRequestHandler):
+    """A quiet web server answering `body()` to every GET."""
 
-    seq = 48
+    def body(self) -> str:
+        raise NotImplementedError
 
     def do_GET(self):  # noqa: N802 - http.server's name
-        body = f"RUNNING loop seq {Counter.seq}\n".encode()
-        Counter.seq += 1
+        body = self.body().encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -44,6 +43,16 @@ class Counter(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+class Counter(Page):
+    """Answers like the count container's web-server: the seq grows by one per request."""
+
+    seq = 48
+
+    def body(self) -> str:
+        Counter.seq += 1
+        return f"RUNNING loop seq {Counter.seq - 1}\n"
 
 
 @pytest.fixture
@@ -117,18 +126,11 @@ def test_the_counter_script_says_the_second_read_failed(tmp_path, server):
     )
 
 
-class Hostname(http.server.BaseHTTPRequestHandler):
+class Hostname(Page):
     """httpd serving the hostPath index.html of slave1."""
 
-    def do_GET(self):  # noqa: N802
-        body = b"slave1\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+    def body(self) -> str:
+        return "slave1\n"
 
 
 def test_the_port_forward_script_prints_the_node_name(tmp_path):

@@ -39,6 +39,8 @@ def parse_join_command(output: str) -> tuple[str, str] | None:
 
 def join_command(values: dict, token: str, ca_hash: str) -> StringCommand:
     """`kubeadm join` for this worker; the token shows as *MASKED* wherever pyinfra logs it."""
+    # allow_cgroup_v1: SystemVerification refuses cgroup v1 hosts (kubeadm init: its config).
+    skip = ["--ignore-preflight-errors=SystemVerification"] if values["allow_cgroup_v1"] else []
     return StringCommand(
         "kubeadm",
         "join",
@@ -51,6 +53,7 @@ def join_command(values: dict, token: str, ca_hash: str) -> StringCommand:
         values["kube_cri_socket"],
         "--node-name",
         values["node_name"],
+        *skip,
     )
 
 

@@ -14,6 +14,7 @@ import yaml
 
 from k8slab import archives
 from k8slab.deploy.common import AptPlan
+from k8slab.deploy.join import join_command
 from k8slab.render import render
 from k8slab.topology import REPO_ROOT, TopologyError, load
 
@@ -244,3 +245,14 @@ def test_defaults_leave_cgroup_and_conntrack_to_kubelet_and_kube_proxy():
     assert "failCgroupV1" not in docs["KubeletConfiguration"]
     assert "conntrack" not in docs["KubeProxyConfiguration"]
     assert docs["ClusterConfiguration"]["imageRepository"] == "registry.k8s.io"
+
+
+def test_join_skips_system_verification_only_when_cgroup_v1_is_allowed(tmp_path):
+    hash_ = "sha256:" + "0" * 64
+    plain = load(DEFAULT)
+    assert "ignore-preflight" not in str(
+        join_command(plain.host_vars(plain.host("slave1")), "t", hash_)
+    )
+    topo = load(topology(tmp_path, allow_cgroup_v1=True))
+    shown = str(join_command(topo.host_vars(topo.host("slave1")), "t", hash_))
+    assert shown.endswith("--node-name slave1 --ignore-preflight-errors=SystemVerification")

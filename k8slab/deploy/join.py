@@ -3,6 +3,8 @@
 https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-join/
 The token lives only in memory for this call: never written to disk, never printed (its
 place in pyinfra's logs shows *MASKED*); it expires after 15 minutes anyway.
+Not exercised on real SSH hosts yet (no Kubernetes on the test bed): the join command is
+unit-tested, the join itself never ran here.
 """
 
 from __future__ import annotations

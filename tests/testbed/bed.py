@@ -324,9 +324,11 @@ def _builtin_modules() -> list[str]:
     return sorted(set(lines.values()))
 
 
-CGROUP_RW_UNIT = """\
+def _boot_unit(description: str, script: str) -> str:
+    """A oneshot unit that runs `script` early at boot, before the host's services."""
+    return f"""\
 [Unit]
-Description=k8s-lab testbed: make the cgroup v1 controllers writable (Docker needs it)
+Description=k8s-lab testbed: {description}
 DefaultDependencies=no
 After=local-fs.target
 Before=sysinit.target
@@ -334,11 +336,16 @@ Before=sysinit.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/usr/local/sbin/testbed-cgroup-rw
+ExecStart={script}
 
 [Install]
 WantedBy=sysinit.target
 """
+
+
+CGROUP_RW_UNIT = _boot_unit(
+    "make the cgroup v1 controllers writable (Docker needs it)", "/usr/local/sbin/testbed-cgroup-rw"
+)
 
 CGROUP_RW_SCRIPT = """\
 #!/bin/sh
@@ -355,21 +362,9 @@ exit 0
 
 # What kubelet needs of a host that nspawn does not give (found by running kubelet in the bed).
 # Bed-only: a real VM has all of it; the product's deploy never sees these files.
-KUBELET_HOST_UNIT = """\
-[Unit]
-Description=k8s-lab testbed: /dev/kmsg and the kernel tunables kubelet wants
-DefaultDependencies=no
-After=local-fs.target
-Before=sysinit.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/local/sbin/testbed-kubelet-host
-
-[Install]
-WantedBy=sysinit.target
-"""
+KUBELET_HOST_UNIT = _boot_unit(
+    "/dev/kmsg and the kernel tunables kubelet wants", "/usr/local/sbin/testbed-kubelet-host"
+)
 
 # kubelet exits without /dev/kmsg (it watches it for OOM kills); nspawn gives none, and the
 # node works only with CAP_SYSLOG, which supervise.py grants. kubelet also reads (and would

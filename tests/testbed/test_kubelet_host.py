@@ -17,20 +17,6 @@ HOSTS = ("master", "slave1", "slave2")
 TUNABLES = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"}
 
 
-@pytest.fixture(scope="module")
-def docker_hosts(testbed):
-    testbed.ensure_all_up()
-    r = testbed.pyinfra("deploys/hostprep.py", "deploys/docker.py")
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    for h in HOSTS:
-        testbed.ssh(
-            h,
-            "docker image inspect busybox:latest >/dev/null 2>&1 || "
-            "docker import /opt/testbed/busybox-rootfs.tar busybox:latest",
-        )
-    return testbed
-
-
 @pytest.mark.parametrize("host", HOSTS)
 def test_dev_kmsg_is_the_kernel_log_and_opens(testbed, host):
     # kubelet exits without /dev/kmsg (its OOM watcher reads it); nspawn gives none, and

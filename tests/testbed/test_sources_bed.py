@@ -58,21 +58,27 @@ def made(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def docker_hosts(testbed):
-    """Hosts prepared and with Docker (the earlier phases), and no trace of the sources yet."""
-    testbed.ensure_all_up()
-    r = testbed.pyinfra("deploys/hostprep.py", "deploys/docker.py")
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+def source_hosts(docker_hosts):
+    """Hosts with Docker and no trace of the sources yet; cleaned again at the end, so that
+    the stand-ins and a mirror that is gone mislead no test that follows."""
     for h in HOSTS:
-        testbed.ssh(
-            h,
-            "apt-mark unhold kubelet kubeadm kubectl >/dev/null 2>&1; "
-            "dpkg --purge kubelet kubeadm kubectl >/dev/null 2>&1; "
-            f"docker rmi -f {' '.join(TAGS)} >/dev/null 2>&1; "
-            "rm -rf /etc/apt/sources.list.d/kubernetes.list /etc/apt/keyrings/kubernetes* "
-            "/var/cache/k8s-lab/apt /etc/k8s-lab/apt-verified-*; true",
-        )
-    return testbed
+        docker_hosts.ssh(h, CLEAN)
+    yield docker_hosts
+    docker_hosts.ensure_all_up()
+    for h in HOSTS:
+        docker_hosts.ssh(h, CLEAN)
+
+
+CLEAN = (
+    "apt-mark unhold kubelet kubeadm kubectl >/dev/null 2>&1; "
+    "dpkg --purge kubelet kubeadm kubectl >/dev/null 2>&1; "
+    f"docker rmi -f {' '.join(TAGS)} >/dev/null 2>&1; "
+    "systemctl disable --now cri-docker.socket cri-docker.service >/dev/null 2>&1; "
+    "rm -rf /etc/apt/sources.list.d/kubernetes.list /etc/apt/keyrings/kubernetes* "
+    "/etc/apt/apt.conf.d/50testbed-mirror /var/cache/k8s-lab/apt /etc/k8s-lab/apt-verified-* "
+    "/etc/systemd/system/cri-docker.* /usr/local/bin/cri-dockerd /etc/k8s-lab/kubeadm-config.yaml; "
+    "systemctl daemon-reload; true"
+)
 
 
 def config(testbed, made, **keys) -> Path:
@@ -114,9 +120,9 @@ def installed(testbed, host: str) -> str:
     ]
 
 
-def test_missing_file_is_one_line_before_any_connection(docker_hosts, made):
+def test_missing_file_is_one_line_before_any_connection(source_hosts, made):
     r = pyinfra(
-        docker_hosts, config(docker_hosts, made, kube_apt_key="/nonexistent/k.asc"), *PHASES
+        source_hosts, config(source_hosts, made, kube_apt_key="/nonexistent/k.asc"), *PHASES
     )
     assert r.returncode != 0
     line = f"k8s-lab: {made['tmp'] / 'lab.yaml'}: kube_apt_key: /nonexistent/k.asc: no such file"
@@ -125,9 +131,9 @@ def test_missing_file_is_one_line_before_any_connection(docker_hosts, made):
     assert "Starting operation" not in r.output
 
 
-def test_wrong_key_is_one_line_naming_apts_error_before_packages_change(docker_hosts, made):
+def test_wrong_key_is_one_line_naming_apts_error_before_packages_change(source_hosts, made):
     r = pyinfra(
-        docker_hosts, config(docker_hosts, made, kube_apt_key=str(made["wrong"])), PHASES[2]
+        source_hosts, config(source_hosts, made, kube_apt_key=str(made["wrong"])), PHASES[2]
     )
     assert r.returncode != 0
     lines = [line for line in r.output.splitlines() if "apt-get update fails:" in line]
@@ -135,15 +141,15 @@ def test_wrong_key_is_one_line_naming_apts_error_before_packages_change(docker_h
     assert all("NO_PUBKEY" in line for line in lines), lines
     assert "Traceback" not in r.output
     for h in HOSTS:
-        assert installed(docker_hosts, h) == "", h
+        assert installed(source_hosts, h) == "", h
 
 
-def test_unreachable_url_stops_the_preflight_before_anything_changes(docker_hosts, made):
+def test_unreachable_url_stops_the_preflight_before_anything_changes(source_hosts, made):
     with socket.socket() as s:  # a port nothing listens on
         s.bind((bed.BRIDGE_IP, 0))
         dead = f"http://{bed.BRIDGE_IP}:{s.getsockname()[1]}/kube/"
-    before = {h: docker_hosts.ssh(h, "ls /etc/apt/sources.list.d")[1] for h in HOSTS}
-    r = pyinfra(docker_hosts, config(docker_hosts, made, kube_apt_repo=dead), "deploys/cluster.py")
+    before = {h: source_hosts.ssh(h, "ls /etc/apt/sources.list.d")[1] for h in HOSTS}
+    r = pyinfra(source_hosts, config(source_hosts, made, kube_apt_repo=dead), "deploys/cluster.py")
     assert r.returncode != 0
     assert re.search(
         rf"^sources\s+master\s+FAIL\s+cannot reach: 000 {re.escape(dead)}InRelease", r.output, re.M
@@ -152,48 +158,48 @@ def test_unreachable_url_stops_the_preflight_before_anything_changes(docker_host
     assert re.search(r"^cgroup-v2\s+slave1\s+PASS\s+warning: cgroup v1, allowed", r.output, re.M)
     assert "pre-flight failed, nothing was changed: sources on master, slave1, slave2." in r.output
     assert "Starting operation" not in r.output
-    assert {h: docker_hosts.ssh(h, "ls /etc/apt/sources.list.d")[1] for h in HOSTS} == before
+    assert {h: source_hosts.ssh(h, "ls /etc/apt/sources.list.d")[1] for h in HOSTS} == before
 
 
 @pytest.fixture(scope="module")
-def converged(docker_hosts, made):
-    r = pyinfra(docker_hosts, config(docker_hosts, made), *PHASES)
+def converged(source_hosts, made):
+    r = pyinfra(source_hosts, config(source_hosts, made), *PHASES)
     assert r.returncode == 0, r.output[-5000:]
     return r
 
 
-def test_local_sources_converge_on_every_host(docker_hosts, converged):
+def test_local_sources_converge_on_every_host(source_hosts, converged):
     for h in HOSTS:
-        assert installed(docker_hosts, h).split() == ["kubeadm", "kubectl", "kubelet"]
-        assert docker_hosts.ssh(h, "apt-mark showhold")[1].split() == [
+        assert installed(source_hosts, h).split() == ["kubeadm", "kubectl", "kubelet"]
+        assert source_hosts.ssh(h, "apt-mark showhold")[1].split() == [
             "kubeadm",
             "kubectl",
             "kubelet",
         ]
-        assert docker_hosts.ssh(h, "kubeadm version -o short")[1].strip() == "v1.35.2"
-        assert docker_hosts.ssh(h, "cat /etc/apt/sources.list.d/kubernetes.list")[1].splitlines()[
+        assert source_hosts.ssh(h, "kubeadm version -o short")[1].strip() == "v1.35.2"
+        assert source_hosts.ssh(h, "cat /etc/apt/sources.list.d/kubernetes.list")[1].splitlines()[
             -1
         ] == (
             "deb [signed-by=/etc/apt/keyrings/kubernetes.asc] "
             "file:/var/cache/k8s-lab/apt/kubernetes/ /"
         )
-        assert docker_hosts.ssh(h, "systemctl is-enabled kubelet")[1].strip() == "enabled"
+        assert source_hosts.ssh(h, "systemctl is-enabled kubelet")[1].strip() == "enabled"
         assert (
             "cri-dockerd 0.4.3 (k8s-lab test stand-in)"
-            in docker_hosts.ssh(h, "/usr/local/bin/cri-dockerd --version")[1]
+            in source_hosts.ssh(h, "/usr/local/bin/cri-dockerd --version")[1]
         )
-        assert docker_hosts.ssh(h, "systemctl is-active cri-docker.service")[1].strip() == "active"
+        assert source_hosts.ssh(h, "systemctl is-active cri-docker.service")[1].strip() == "active"
         for tag in TAGS:
-            rc, _, err = docker_hosts.ssh(h, f"docker image inspect {tag} >/dev/null")
+            rc, _, err = source_hosts.ssh(h, f"docker image inspect {tag} >/dev/null")
             assert rc == 0, f"{h}: {tag}: {err}"
-    rc, out, err = docker_hosts.ssh(
+    rc, out, err = source_hosts.ssh(
         "slave2", "docker run --rm --pull=never busybox:latest echo loaded"
     )
     assert (rc, out) == (0, "loaded\n"), err
 
 
-def test_rerun_changes_nothing(docker_hosts, made, converged):
-    r = pyinfra(docker_hosts, config(docker_hosts, made), *PHASES)
+def test_rerun_changes_nothing(source_hosts, made, converged):
+    r = pyinfra(source_hosts, config(source_hosts, made), *PHASES)
     assert r.returncode == 0, r.output[-5000:]
     assert changes(r.output) == {h: 0 for h in HOSTS}, r.output[-5000:]
 
@@ -213,35 +219,35 @@ def mirror(made):
         server.shutdown()
 
 
-def test_a_url_mirror_takes_the_same_apt_path(docker_hosts, made, converged, mirror):
+def test_a_url_mirror_takes_the_same_apt_path(source_hosts, made, converged, mirror):
     # The bed's apt proxy forwards to Debian's mirrors only; a mirror in the hosts' own
     # network is reached directly, as in a classroom.
     for h in HOSTS:
-        docker_hosts.ssh(
+        source_hosts.ssh(
             h,
             f"echo 'Acquire::http::Proxy::{bed.BRIDGE_IP} \"DIRECT\";' "
             "> /etc/apt/apt.conf.d/50testbed-mirror",
         )
-    path = config(docker_hosts, made, kube_apt_repo=mirror)
-    r = pyinfra(docker_hosts, path, PHASES[2])
+    path = config(source_hosts, made, kube_apt_repo=mirror)
+    r = pyinfra(source_hosts, path, PHASES[2])
     assert r.returncode == 0, r.output[-5000:]
-    line = docker_hosts.ssh("master", "cat /etc/apt/sources.list.d/kubernetes.list")[
+    line = source_hosts.ssh("master", "cat /etc/apt/sources.list.d/kubernetes.list")[
         1
     ].splitlines()[-1]
     assert re.fullmatch(
         rf"deb \[signed-by=/etc/apt/keyrings/kubernetes-[0-9a-f]{{8}}\.asc\] {re.escape(mirror)} /",
         line,
     ), line
-    again = pyinfra(docker_hosts, path, PHASES[2])
+    again = pyinfra(source_hosts, path, PHASES[2])
     assert again.returncode == 0 and changes(again.output) == {h: 0 for h in HOSTS}, again.output[
         -5000:
     ]
 
 
-def test_labctl_apply_loads_the_archives_a_worker_lacks(docker_hosts, made, converged):
-    docker_hosts.ssh("slave1", f"docker rmi -f {TAGS[0]} k8s-lab/count:v1 k8s-lab/simple-app:v1")
-    path = config(docker_hosts, made)
-    cmd = [LABCTL, "--config", str(path), "--known-hosts", str(docker_hosts.known_hosts)]
+def test_labctl_apply_loads_the_archives_a_worker_lacks(source_hosts, made, converged):
+    source_hosts.ssh("slave1", f"docker rmi -f {TAGS[0]} k8s-lab/count:v1 k8s-lab/simple-app:v1")
+    path = config(source_hosts, made)
+    cmd = [LABCTL, "--config", str(path), "--known-hosts", str(source_hosts.known_hosts)]
     r = subprocess.run(
         [*cmd, "apply", "ch09", "--nodes-only"], capture_output=True, text=True, timeout=1800
     )
@@ -250,3 +256,30 @@ def test_labctl_apply_loads_the_archives_a_worker_lacks(docker_hosts, made, conv
     assert "slave2: image archives: 0 loaded, 2 present" in r.stdout
     # FROM busybox: the lab's images build from the loaded archive, with no registry.
     assert "slave1: built k8s-lab/count:v1" in r.stdout
+
+
+KUBEADM_CONFIG_DEPLOY = """
+from k8slab.deploy.control_plane import kubeadm_config
+from k8slab.deploy.kube_packages import kube_packages
+
+kube_packages()
+kubeadm_config(name="kubeadm configuration")
+"""
+
+
+def test_kubernetes_version_is_the_installed_kubeadms(source_hosts, made, converged):
+    # kubeadm is gone when the run is planned, and installed by the same run: the version is
+    # read when the config is written.
+    source_hosts.ssh("master", "apt-mark unhold kubeadm >/dev/null; dpkg --purge kubeadm")
+    source_hosts.ssh("master", "rm -f /etc/k8s-lab/kubeadm-config.yaml")
+    deploy = made["tmp"] / "kubeadm_config.py"
+    deploy.write_text(KUBEADM_CONFIG_DEPLOY)
+    path = config(source_hosts, made)
+    r = pyinfra(source_hosts, path, "--limit", "master", str(deploy))
+    assert r.returncode == 0, r.output[-5000:]
+    text = source_hosts.ssh("master", "cat /etc/k8s-lab/kubeadm-config.yaml")[1]
+    docs = {d["kind"]: d for d in yaml.safe_load_all(text)}
+    assert docs["ClusterConfiguration"]["kubernetesVersion"] == "v1.35.2"
+    assert docs["KubeletConfiguration"]["failCgroupV1"] is False  # allow_cgroup_v1
+    again = pyinfra(source_hosts, path, "--limit", "master", str(deploy))
+    assert again.returncode == 0 and changes(again.output)["master"] == 0, again.output[-3000:]

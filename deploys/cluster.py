@@ -13,6 +13,7 @@ from k8slab.deploy.control_plane import control_plane
 from k8slab.deploy.cri_dockerd import cri_dockerd
 from k8slab.deploy.docker import docker_engine
 from k8slab.deploy.hostprep import host_prep
+from k8slab.deploy.images import image_archives
 from k8slab.deploy.join import join_worker
 from k8slab.deploy.kube_packages import kube_packages
 from k8slab.deploy.preflight import preflight
@@ -22,6 +23,7 @@ preflight()
 host_prep()
 docker_engine()
 cri_dockerd()
+image_archives()
 kube_packages()
 if "control_plane" in host.groups:
     control_plane()

@@ -6,6 +6,8 @@ import re
 
 from pyinfra.api import FactBase
 
+from k8slab import archives
+
 
 class _Lines(FactBase):
     """The non-empty lines a command prints (none when it fails)."""
@@ -97,3 +99,21 @@ class DpkgInterrupted(FactBase):
 
     def process(self, output):
         return any(line.strip() for line in output)
+
+
+class DockerImageTags(_Lines):
+    """repository:tag of every image Docker has (none when Docker is not there yet)."""
+
+    def command(self) -> str:
+        return f"{archives.TAGS_COMMAND} 2>/dev/null || true"
+
+
+class KubeadmVersion(FactBase):
+    """`kubeadm version -o short` (v1.35.2), or None when kubeadm is not installed."""
+
+    def command(self) -> str:
+        return "kubeadm version -o short 2>/dev/null || true"
+
+    def process(self, output):
+        match = re.search(r"^v\d+\.\d+\.\d+\S*$", "\n".join(output).strip(), re.M)
+        return match.group(0) if match else None

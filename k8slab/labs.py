@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from k8slab import render
+from k8slab import archives, render
 from k8slab.checks.kinds import KINDS
 from k8slab.ssh import Fleet
 from k8slab.topology import PACKAGE_ROOT, Host, Topology
@@ -345,6 +345,27 @@ def prepare_nodes(
                 raise ApplyError(f"{host.name}: {prep.title}: {_said(r)}")
             state = "no changes" if r.stdout.strip() == "unchanged" else "changed"
             say(f"{host.name}: {'undo ' if undo else ''}{prep.title}: {state}")
+
+
+def load_archives(topo: Topology, fleet: Fleet, hosts: list[Host], say: Say) -> None:
+    """docker load the topology's image_archives a host lacks (k8slab.archives), so that the
+    lab's builds and pods find their images without a registry."""
+    wanted = topo.cluster_vars()["image_archives"]
+    if not wanted:
+        return
+    for host in hosts:
+        r = fleet.run(host.name, f"sudo {archives.TAGS_COMMAND}")
+        if not r.ok:
+            raise ApplyError(f"{host.name}: cannot list Docker's images: {_said(r)}")
+        todo = archives.to_load(wanted, r.stdout.split())
+        for archive in todo:
+            remote = f"{REMOTE_DIR}/images/{archives.remote_name(archive)}"
+            say(f"{host.name}: docker load {Path(archive['path']).name} ...")
+            fleet.put_file(host.name, Path(archive["path"]), remote)
+            r = fleet.run(host.name, f"sudo {archives.load_command(remote)}", timeout=900)
+            if not r.ok:
+                raise ApplyError(f"{host.name}: docker load {archive['path']} failed: {_said(r)}")
+        say(f"{host.name}: image archives: {len(todo)} loaded, {len(wanted) - len(todo)} present")
 
 
 def images_to_build(lab: Lab, steps: tuple[Step, ...]) -> list[Image]:

@@ -218,6 +218,17 @@ class Fleet:
         finally:
             sftp.close()
 
+    def put_file(self, name: str, local: Path, remote: str) -> None:
+        """Copy one file to `remote` (relative: to the SSH user's home) on host `name`."""
+        sftp = self.client(name).open_sftp()
+        try:
+            _sftp_mkdir(sftp, str(PurePosixPath(remote).parent))
+            sftp.put(str(local), remote)
+        except OSError as e:
+            raise SSHError(f"{self._where(name)}: cannot upload to {remote}: {e}") from None
+        finally:
+            sftp.close()
+
     def put_files(self, name: str, files: dict[str, str], remote: str) -> None:
         """Write text files (name -> content) into directory `remote` on host `name`."""
         sftp = self.client(name).open_sftp()

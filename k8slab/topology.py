@@ -10,9 +10,12 @@ Validated as a whole before anything connects; every problem is one line that na
 from __future__ import annotations
 
 import difflib
+import hashlib
 import ipaddress
+import json
 import os
 import re
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,18 @@ DEFAULTS: dict[str, Any] = {
     "weave_image_repo": "docker.io/rajchaudhuri",
     "weave_version": "2.9.0",
     "weave_iptables_backend": "nft",
+    "kube_apt_repo": "https://pkgs.k8s.io/core:/stable:/v{minor}/deb/",
+    "kube_apt_key": None,
+    "docker_apt_repo": "https://download.docker.com/linux/{distro}",
+    "docker_apt_key": None,
+    "cri_dockerd_url": (
+        "https://github.com/Mirantis/cri-dockerd/releases/download/"
+        "v{version}/cri-dockerd-{version}.{arch}.tgz"
+    ),
+    "kube_image_repository": "registry.k8s.io",
+    "image_archives": None,
+    "allow_cgroup_v1": False,
+    "kube_proxy_tune_conntrack": True,
     "labs": {},
 }
 HOST_KEYS = ("name", "role", "node_ip", "ssh_host", "ssh_port", "ssh_user", "ssh_key")
@@ -52,6 +67,8 @@ TOP_KEYS = ("hosts", *DEFAULTS)
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_URL = re.compile(r"^(https?://[^/\s]+|file:/)[^\s]*$")
+_IMAGE_REPO = re.compile(r"^[a-z0-9]([a-z0-9._:-]*[a-z0-9])?(/[a-z0-9._-]+)*$")
 
 
 class TopologyError(ValueError):
@@ -86,7 +103,16 @@ class Topology:
     weave_image_repo: str
     weave_version: str
     weave_iptables_backend: str
+    kube_apt: AptSource
+    docker_apt: AptSource
+    cri_dockerd: Download
+    kube_image_repository: str
+    image_archives: tuple[ImageArchive, ...] = ()
+    allow_cgroup_v1: bool = False
+    kube_proxy_tune_conntrack: bool = True
     labs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every top-level value but the SSH ones, as written (or defaulted): what a bundle keeps.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def control_plane(self) -> Host:
@@ -116,8 +142,38 @@ class Topology:
             "weave_image_repo": self.weave_image_repo,
             "weave_version": self.weave_version,
             "weave_iptables_backend": self.weave_iptables_backend,
+            "kube_apt": self.kube_apt.as_dict(),
+            "docker_apt": self.docker_apt.as_dict(),
+            "cri_dockerd": self.cri_dockerd.as_dict(),
+            "kube_image_repository": self.kube_image_repository,
+            "image_archives": [a.as_dict() for a in self.image_archives],
+            "allow_cgroup_v1": self.allow_cgroup_v1,
+            "kube_proxy_tune_conntrack": self.kube_proxy_tune_conntrack,
+            "source_probes": self.source_probes(),
             "nodes": [{"name": h.name, "node_ip": h.node_ip, "role": h.role} for h in self.hosts],
         }
+
+    def source_probes(self) -> list[str]:
+        """The URLs the hosts download from (doctor's `sources` check asks each host for them;
+        local files are uploaded, not probed). {distro}, {codename} and {arch} are the host's."""
+        urls: list[str] = []
+        apt = [(self.kube_apt, "InRelease")]
+        if self.docker_source == "docker":
+            apt.append((self.docker_apt, "dists/{codename}/InRelease"))
+        for source, release in apt:
+            if source.repo.url:
+                flat = source is self.kube_apt
+                urls.append(f"{source.repo.url.rstrip('/')}/{'InRelease' if flat else release}")
+            if source.key.url:
+                urls.append(source.key.url)
+        if self.cri_dockerd.url:
+            urls.append(self.cri_dockerd.url.replace("{version}", self.cri_dockerd_version))
+        if not self.image_archives:  # with archives loaded, no node pulls
+            for repo in (self.kube_image_repository, self.weave_image_repo):
+                registry = repo.split("/")[0]
+                registry = "registry-1.docker.io" if registry == "docker.io" else registry
+                urls.append(f"https://{registry}/v2/")
+        return list(dict.fromkeys(urls))
 
     def host_vars(self, host: Host) -> dict[str, Any]:
         """cluster_vars() plus the values of one node: what its host templates see."""
@@ -130,6 +186,42 @@ class Topology:
 
 
 CRI_SOCKET = "unix:///var/run/cri-dockerd.sock"
+
+
+@dataclass(frozen=True)
+class Download:
+    """Something the deploy fetches: a URL the hosts download, or a file on this machine
+    (`local` is its absolute path) that the deploy uploads."""
+
+    url: str | None
+    local: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "local": self.local}
+
+
+@dataclass(frozen=True)
+class AptSource:
+    """An apt repository (`repo`: a URL, or a local flat repository directory the deploy
+    uploads) and its signing key (`key`: a URL, or a local file; `armored` tells apt which)."""
+
+    repo: Download
+    key: Download
+    armored: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"repo": self.repo.as_dict(), "key": self.key.as_dict(), "armored": self.armored}
+
+
+@dataclass(frozen=True)
+class ImageArchive:
+    """A `docker save` archive on this machine and the image tags its manifest.json names."""
+
+    path: str
+    tags: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "tags": list(self.tags)}
 
 
 def resolve_path(path: str | os.PathLike | None = None) -> Path:
@@ -162,7 +254,10 @@ def load(path: str | os.PathLike | None = None) -> Topology:
     return parse(raw, p)
 
 
-def parse(raw: Any, path: Path = DEFAULT_PATH) -> Topology:
+def parse(raw: Any, path: Path = DEFAULT_PATH, check_files: bool = True) -> Topology:
+    """The topology in `raw`; check_files=False takes local source paths on trust (a bundle
+    replayed on another machine), without reading them."""
+
     def fail(key: str, problem: str) -> TopologyError:
         return TopologyError(f"{path}: {key}: {problem}")
 
@@ -209,6 +304,25 @@ def parse(raw: Any, path: Path = DEFAULT_PATH) -> Topology:
     sha = cfg["cri_dockerd_sha256"]
     if sha is not None and not _SHA256.match(str(sha)):
         raise fail("cri_dockerd_sha256", "expected 64 lowercase hex digits")
+    for key in ("allow_cgroup_v1", "kube_proxy_tune_conntrack"):
+        if not isinstance(cfg[key], bool):
+            raise fail(key, f"{cfg[key]!r} is not true or false")
+    image_repo = str(cfg["kube_image_repository"]).rstrip("/")
+    if not _IMAGE_REPO.match(image_repo):
+        raise fail(
+            "kube_image_repository", f"{image_repo!r} is not a registry path like registry.k8s.io"
+        )
+    sources = _Sources(path, fail, check_files)
+    kube_apt = sources.apt(
+        "kube_apt_repo", "kube_apt_key", cfg, minor=version, key_name="Release.key"
+    )
+    docker_apt = sources.apt("docker_apt_repo", "docker_apt_key", cfg, key_name="gpg")
+    cri_dockerd = sources.download("cri_dockerd_url", cfg["cri_dockerd_url"])
+    if sha is not None and cri_dockerd.local and check_files:
+        actual = hashlib.sha256(Path(cri_dockerd.local).read_bytes()).hexdigest()
+        if actual != sha:
+            raise fail("cri_dockerd_sha256", f"{cri_dockerd.local} has sha256 {actual}")
+    archives = sources.image_archives(cfg["image_archives"])
     if not isinstance(cfg["labs"], dict) or not all(
         isinstance(v, dict) for v in cfg["labs"].values()
     ):
@@ -226,8 +340,128 @@ def parse(raw: Any, path: Path = DEFAULT_PATH) -> Topology:
         weave_image_repo=str(cfg["weave_image_repo"]).rstrip("/"),
         weave_version=str(cfg["weave_version"]),
         weave_iptables_backend=cfg["weave_iptables_backend"],
+        kube_apt=kube_apt,
+        docker_apt=docker_apt,
+        cri_dockerd=cri_dockerd,
+        kube_image_repository=image_repo,
+        image_archives=archives,
+        allow_cgroup_v1=cfg["allow_cgroup_v1"],
+        kube_proxy_tune_conntrack=cfg["kube_proxy_tune_conntrack"],
         labs=cfg["labs"],
+        settings={k: cfg[k] for k in DEFAULTS if not k.startswith("ssh_")},
     )
+
+
+class _Sources:
+    """Reads the download-source keys: a URL (http, https, file:) or a path on this machine,
+    relative to the topology file's directory. Placeholders such as {minor} stay in URLs
+    until the deploy knows their values (the distribution, the architecture)."""
+
+    def __init__(self, path: Path, fail, check_files: bool):
+        self.base = Path(path).expanduser().resolve().parent
+        self.fail = fail
+        self.check_files = check_files
+
+    def _local(self, key: str, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base / p
+
+    def download(self, key: str, value: Any, want_dir: bool = False) -> Download:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, "expected a URL (https://, http://, file:/) or a local path")
+        value = value.strip()
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):  # a scheme: a URL, or a typo in one
+            if not _URL.match(value):
+                raise self.fail(key, f"{value!r} is not a URL (https://host/..., file:/path)")
+            return Download(url=value, local=None)
+        local = self._local(key, value)
+        if not self.check_files:
+            return Download(url=None, local=str(local))
+        if want_dir and not local.is_dir():
+            raise self.fail(key, f"{local} is not a directory (a local flat apt repository)")
+        if not want_dir and not local.is_file():
+            raise self.fail(key, f"{local}: no such file")
+        return Download(url=None, local=str(local))
+
+    def apt(self, repo_key: str, key_key: str, cfg: dict, key_name: str, **fmt) -> AptSource:
+        raw = cfg[repo_key]
+        try:
+            raw = raw.format_map(_Keep(fmt)) if isinstance(raw, str) else raw
+        except ValueError as e:
+            raise self.fail(repo_key, f"{raw!r}: {e}") from None
+        repo = self.download(repo_key, raw, want_dir=True)
+        if repo.local and not self.check_files:
+            return AptSource(repo=repo, key=Download(None, cfg[key_key]), armored=True)
+        if repo.local:
+            if not any((Path(repo.local) / f).is_file() for f in ("InRelease", "Release")):
+                raise self.fail(
+                    repo_key, f"{repo.local} is not a flat apt repository (no InRelease or Release)"
+                )
+            key_raw = cfg[key_key]
+            if key_raw is None:
+                if not (Path(repo.local) / "Release.key").is_file():
+                    raise self.fail(
+                        key_key, f"required: the local {repo_key} {repo.local} has no Release.key"
+                    )
+                key_raw = str(Path(repo.local) / "Release.key")
+        else:
+            key_raw = cfg[key_key] or f"{repo.url.rstrip('/')}/{key_name}"
+        key = self.download(key_key, key_raw)
+        if key.local and not self.check_files:
+            armored = True
+        elif key.local:
+            head = Path(key.local).read_bytes()[:64]
+            armored = head.lstrip().startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK-----")
+            if not armored and head[:1] not in (b"\x98", b"\x99", b"\xc6"):
+                raise self.fail(
+                    key_key, f"{key.local} is not an OpenPGP public key (armored or binary)"
+                )
+        else:
+            # apt tells the two formats apart by the keyring's name only: a URL is taken
+            # as armored unless its name ends in .gpg.
+            armored = not key.url.endswith(".gpg")
+        return AptSource(repo=repo, key=key, armored=armored)
+
+    def image_archives(self, value: Any) -> tuple[ImageArchive, ...]:
+        if value is None or not self.check_files:
+            return ()
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(
+                "image_archives", "expected a local directory of `docker save` archives"
+            )
+        folder = self._local("image_archives", value.strip())
+        if not folder.is_dir():
+            raise self.fail("image_archives", f"{folder} is not a directory")
+        tars = sorted(folder.glob("*.tar"))
+        if not tars:
+            raise self.fail("image_archives", f"{folder} holds no *.tar archive")
+        return tuple(ImageArchive(str(t), self._tags(t)) for t in tars)
+
+    def _tags(self, archive: Path) -> tuple[str, ...]:
+        try:
+            with tarfile.open(archive) as tar:
+                member = tar.extractfile("manifest.json")
+                manifest = json.load(member) if member else None
+        except (OSError, tarfile.TarError, KeyError, ValueError):
+            manifest = None
+        tags = [
+            t
+            for entry in manifest or []
+            if isinstance(entry, dict)
+            for t in entry.get("RepoTags") or []
+        ]
+        if not tags:
+            raise self.fail(
+                "image_archives", f"{archive}: not a `docker save` archive with tagged images"
+            )
+        return tuple(tags)
+
+
+class _Keep(dict):
+    """format_map values that leave unknown {placeholders} as they are."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
 
 
 def _parse_host(i: int, raw: Any, cfg: dict, fail) -> Host:

@@ -6,7 +6,12 @@ checks run live on the test bed in tests/testbed/test_doctor.py."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import re
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -79,9 +84,12 @@ ROUTES = (
 
 # What the check's curl loop prints on a VM with internet access (registries answer 401).
 SOURCES_OK = (
+    "200 https://pkgs.k8s.io/core:/stable:/v1.35/deb/InRelease\n"
     "200 https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key\n"
-    "200 https://download.docker.com/linux/\n"
-    "200 https://github.com/Mirantis/cri-dockerd/releases/tag/v0.4.3\n"
+    "200 https://download.docker.com/linux/debian/dists/bookworm/InRelease\n"
+    "200 https://download.docker.com/linux/debian/gpg\n"
+    "302 https://github.com/Mirantis/cri-dockerd/releases/download/v0.4.3/"
+    "cri-dockerd-0.4.3.amd64.tgz\n"
     "401 https://registry.k8s.io/v2/\n"
     "401 https://registry-1.docker.io/v2/\n"
 )
@@ -287,19 +295,19 @@ BAD = [
         {("slave1", "sources/reach"): SOURCES_OK.replace("200 https://pkgs", "000 https://pkgs")},
         "sources",
         "slave1",
-        "cannot reach: 000 https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key",
+        "cannot reach: 000 https://pkgs.k8s.io/core:/stable:/v1.35/deb/InRelease",
         "getent hosts pkgs.k8s.io",
     ),
     (
         {
             ("master", "sources/reach"): SOURCES_OK.replace(
-                "200 https://github", "404 https://github"
+                "302 https://github", "404 https://github"
             )
         },
         "sources",
         "master",
-        "cannot reach: 404 https://github.com/Mirantis/cri-dockerd/releases/tag/v0.4.3",
-        "the version in the topology file",
+        "cannot reach: 404 https://github.com/Mirantis/cri-dockerd/releases/download/v0.4.3/",
+        "the version in it when the answer is 404",
     ),
     (
         {
@@ -413,3 +421,80 @@ def test_replay_of_a_lab_bundle_is_refused(tmp_path):
         r.output.strip()
         == f"Error: {tmp_path / 'ch09'} is a bundle of lab ch09, not of labctl doctor"
     )
+
+
+def test_cgroup_v1_is_a_warning_when_the_topology_allows_it(tmp_path):
+    edits = {(h, "cgroup-v2/fstype"): "tmpfs\n" for h in ("master", "slave1", "slave2")}
+    allowed = {**TOPOLOGY, "allow_cgroup_v1": True}
+    r = run("doctor", "--replay", str(write(tmp_path / "b", edits, topology=allowed)))
+    assert r.exit_code == 0, r.output
+    assert rows(r.output)[("cgroup-v2", "slave2")] == (
+        "PASS warning: cgroup v1, allowed by allow_cgroup_v1 (kubelet failCgroupV1: false) "
+        "(printed: tmpfs)"
+    )
+    r = run("doctor", "--replay", str(write(tmp_path / "c", edits)))
+    assert r.exit_code == 1 and rows(r.output)[("cgroup-v2", "slave2")].startswith("FAIL")
+
+
+def test_sources_probes_the_configured_urls_and_never_local_files(tmp_path):
+    repo = tmp_path / "apt"
+    repo.mkdir()
+    (repo / "Release").write_text("Origin: test\n")
+    (repo / "Release.key").write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
+    images = tmp_path / "images"
+    images.mkdir()
+    topo = parse(
+        {
+            **TOPOLOGY,
+            "kube_apt_repo": str(repo),
+            "docker_apt_repo": "http://mirror.example:8080/docker/{distro}",
+            "cri_dockerd_url": "file:/srv/cri-dockerd-{version}.{arch}.tgz",
+            "kube_image_repository": "registry.example:5000/k8s",
+        },
+        tmp_path / "lab.yaml",
+    )
+    lab, checks = doctor.prepare(topo)
+    reach = next(c for c in checks if c.id == "sources").run["reach"].cmd
+    probed = re.findall(r"'([^']+://[^']*|file:[^']*)'", reach)
+    assert probed == [
+        "http://mirror.example:8080/docker/{distro}/dists/{codename}/InRelease",
+        "http://mirror.example:8080/docker/{distro}/gpg",
+        "file:/srv/cri-dockerd-0.4.3.{arch}.tgz",
+        "https://registry.example:5000/v2/",
+        "https://registry-1.docker.io/v2/",
+    ]
+    assert str(repo) not in reach
+
+
+def test_sources_loop_answers_for_http_and_host_file_urls(tmp_path):
+    """The check's own shell loop, run here against a loopback HTTP server and a file: URL."""
+    served = tmp_path / "www"
+    (served / "kube").mkdir(parents=True)
+    (served / "kube" / "InRelease").write_text("signed\n")
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True)
+    tgz = tmp_path / f"cri-dockerd-0.4.3.{arch.stdout.strip()}.tgz"
+    tgz.write_bytes(b"")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_address[1]}/kube/"
+        topo = parse(
+            {
+                **TOPOLOGY,
+                "docker_source": "distro",
+                "kube_apt_repo": base,
+                "cri_dockerd_url": f"file:{tmp_path}/cri-dockerd-{{version}}.{{arch}}.tgz",
+                # loopback only: the registries' probes must not leave this machine
+                "kube_image_repository": f"127.0.0.1:{server.server_address[1]}/k8s",
+                "weave_image_repo": f"127.0.0.1:{server.server_address[1]}/weave",
+            },
+            tmp_path / "lab.yaml",
+        )
+        reach = next(c for c in doctor.load(topo).checks if c.id == "sources").run["reach"].cmd
+        out = subprocess.run(["sh", "-c", reach], capture_output=True, text=True, timeout=60)
+        server.shutdown()
+    assert out.stdout.splitlines()[:3] == [
+        f"200 {base}InRelease",
+        f"404 {base}Release.key",
+        f"200 file:{tgz}",
+    ]

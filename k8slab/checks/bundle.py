@@ -22,7 +22,7 @@ from typing import Any
 
 from k8slab.checks.engine import Commands, NotRecorded
 from k8slab.ssh import Result
-from k8slab.topology import DEFAULTS, Topology, TopologyError, parse
+from k8slab.topology import Topology, TopologyError, parse
 
 FORMAT = "k8s-lab-bundle/1"
 INDEX = "bundle.json"
@@ -37,7 +37,7 @@ def topology_data(topo: Topology) -> dict[str, Any]:
     with, and no SSH details: they are not needed offline."""
     return {
         "hosts": [{"name": h.name, "role": h.role, "node_ip": h.node_ip} for h in topo.hosts],
-        **{key: getattr(topo, key) for key in DEFAULTS if not key.startswith("ssh_")},
+        **topo.settings,
     }
 
 
@@ -97,7 +97,7 @@ class Replay:
         if index.get("format") != FORMAT:
             raise BundleError(f"{path}: format {index.get('format')!r}, expected {FORMAT}")
         try:
-            self.topology = parse(index["topology"], path)
+            self.topology = parse(index["topology"], path, check_files=False)
         except TopologyError as e:
             raise BundleError(str(e)) from None
         self.lab = index["lab"]

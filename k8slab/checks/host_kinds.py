@@ -21,6 +21,7 @@ from typing import Any
 
 from k8slab.checks import parse
 from k8slab.checks.kinds import (
+    WARNING,
     CommandFailed,
     Context,
     Outcome,
@@ -32,7 +33,6 @@ from k8slab.checks.kinds import (
 )
 from k8slab.ssh import Result, SSHError
 
-WARNING = "warning: "
 # Interfaces the cluster itself creates: their addresses and routes are expected to sit in
 # the pod subnet once Weave runs.
 CLUSTER_INTERFACES = re.compile(r"^(weave|datapath|vethwe|vxlan-6784|kube-ipvs0|cni0)")
@@ -90,16 +90,6 @@ def _at_least(ctx: Context, p: dict) -> Outcome:
     what = p.get("what", "value")
     shown = f"{value:g}" if value == int(value) else f"{value:.2f}"
     return Outcome(value >= float(p["min"]), f"{what}: {shown}{unit} (need >= {p['min']}{unit})")
-
-
-@_kind("warn-unless-matches", ("output",), ("regex", "warning"))
-def _warn_unless(ctx: Context, p: dict) -> Outcome:
-    """Always passes: the matching line, or "warning: <warning>" with what was printed."""
-    text = ctx.text(p["output"])
-    line = matching_line(text, p["regex"])
-    if line is not None:
-        return Outcome(True, line)
-    return Outcome(True, f"{WARNING}{p['warning']} (printed: {_first_line(text)})")
 
 
 def _addresses(text: str) -> list[tuple[str, ipaddress.IPv4Interface]]:

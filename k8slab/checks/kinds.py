@@ -65,6 +65,10 @@ class Kind:
 KINDS: dict[str, Kind] = {}
 
 
+# A pass whose evidence starts so is a warning (labctl doctor counts them).
+WARNING = "warning: "
+
+
 def _kind(name: str, outputs: tuple[str, ...], required=(), optional=()):
     def register(fn: Evaluator) -> Evaluator:
         KINDS[name] = Kind(fn, outputs, outputs + tuple(required), tuple(optional), fn.__doc__)
@@ -314,13 +318,16 @@ def _deployment_ready(ctx: Context, p: dict) -> Outcome:
     return Outcome(row["READY"] == f"{n}/{n}", row["_line"])
 
 
-@_kind("matches", ("output",), ("regex",))
+@_kind("matches", ("output",), ("regex",), ("warning",))
 def _matches(ctx: Context, p: dict) -> Outcome:
-    """A line of the output matches `regex`; the evidence is that line."""
+    """A line of the output matches `regex`; the evidence is that line. With a non-empty
+    `warning`, no match passes too, its evidence "warning: <warning> (printed: ...)"."""
     text = ctx.text(p["output"])
     line = matching_line(text, p["regex"])
     if line is not None:
         return Outcome(True, line)
+    if p.get("warning"):
+        return Outcome(True, f"{WARNING}{p['warning']} (printed: {_first_line(text)})")
     return Outcome(False, f"`{_short(ctx.commands[p['output']])}` printed: {_first_line(text)}")
 
 

@@ -59,6 +59,7 @@ def apply(
     hosts = list(topo.workers) if nodes_only else list(topo.hosts)
     with state.fleet(topo, hosts) as fleet:
         lablib.prepare_nodes(lab, steps, topo, fleet, _say)
+        lablib.load_archives(topo, fleet, hosts, _say)
         lablib.build_images(lab, steps, topo, fleet, _say)
         if nodes_only:
             click.echo(f"{lab.id}: nodes prepared (--nodes-only: nothing applied)")

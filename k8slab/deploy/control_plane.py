@@ -7,15 +7,17 @@ https://github.com/rajch/weave (Weave Net fork; manifests/weave-net.yaml.j2 is o
 from __future__ import annotations
 
 import getpass
+from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import OperationError, deploy, operation
 from pyinfra.facts.files import File, Sha256File
 from pyinfra.facts.server import Home
 from pyinfra.operations import files, server
 
 from k8slab.deploy.common import STATE_DIR, lab, upload
-from k8slab.facts import KubeObjectExists
+from k8slab.facts import KubeadmVersion, KubeObjectExists
+from k8slab.render import render
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBEADM_CONFIG = f"{STATE_DIR}/kubeadm-config.yaml"
@@ -26,12 +28,7 @@ KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
 
 @deploy("Control plane")
 def control_plane():
-    upload(
-        "kubeadm configuration (v1beta4)",
-        "templates/kubernetes/kubeadm-config.v1beta4.yaml.j2",
-        KUBEADM_CONFIG,
-        mode="600",
-    )
+    kubeadm_config(name="kubeadm configuration (v1beta4), for the installed kubeadm's version")
     if host.get_fact(File, path=ADMIN_CONF):
         host.noop("kubeadm init has run (admin.conf exists)")
     else:
@@ -48,6 +45,20 @@ def control_plane():
         mode="755",
     )
     _weave_net()
+
+
+@operation()
+def kubeadm_config():
+    """The kubeadm config with kubernetesVersion = the installed kubeadm's own version, read
+    when this runs: on a first deploy, kubeadm is installed by an earlier phase of the run."""
+    version = host.get_fact(KubeadmVersion)
+    if version is None and host.state.is_executing:
+        raise OperationError("kubeadm is not installed (run deploys/kube_packages.py first)")
+    text = render(
+        "templates/kubernetes/kubeadm-config.v1beta4.yaml.j2",
+        {**lab(), "kubernetes_version": version or "(kubeadm version -o short)"},
+    )
+    yield from files.put._inner(src=StringIO(text), dest=KUBEADM_CONFIG, mode="600")
 
 
 def _kubeconfig_for_ssh_user():

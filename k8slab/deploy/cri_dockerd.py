@@ -2,7 +2,8 @@
 
 https://mirantis.github.io/cri-dockerd/usage/install-manually/
 The static release tarball (pinned version, optional sha256) works on every Debian and
-Ubuntu release; the systemd units are this project's own templates.
+Ubuntu release; the systemd units are this project's own templates. `cri_dockerd_url` may
+name a mirror or a tarball on this machine, which is uploaded instead of downloaded.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from k8slab.facts import CriDockerdVersion
 
 BIN = "/usr/local/bin/cri-dockerd"
 CACHE = "/var/cache/k8s-lab"
-RELEASES = "https://github.com/Mirantis/cri-dockerd/releases/download"
 
 
 @deploy("cri-dockerd")
@@ -57,12 +57,17 @@ def _install_binary(version: str):
     arch = deb_arch()
     tarball = f"{CACHE}/cri-dockerd-{version}.{arch}.tgz"
     files.directory(name="Download cache", path=CACHE, mode="755")
-    files.download(
-        name=f"Download cri-dockerd {version} ({arch})",
-        src=f"{RELEASES}/v{version}/cri-dockerd-{version}.{arch}.tgz",
-        dest=tarball,
-        sha256sum=lab()["cri_dockerd_sha256"],
-    )
+    source, sha256 = lab()["cri_dockerd"], lab()["cri_dockerd_sha256"]
+    if source["local"]:
+        # Its cri_dockerd_sha256 was checked on this machine when the topology was read.
+        files.put(name=f"Upload {source['local']}", src=source["local"], dest=tarball)
+    else:
+        files.download(
+            name=f"Download cri-dockerd {version} ({arch})",
+            src=source["url"].format(version=version, arch=arch),
+            dest=tarball,
+            sha256sum=sha256,
+        )
     return server.shell(
         name=f"Install cri-dockerd {version} to {BIN}",
         commands=[

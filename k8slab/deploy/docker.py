@@ -3,6 +3,8 @@
 https://docs.docker.com/engine/install/debian/ and /ubuntu/ (apt repository);
 https://kubernetes.io/docs/setup/production-environment/container-runtimes/#docker
 `docker_source: distro` takes the distribution's docker.io package instead.
+Not exercised on the test bed with `docker_source: docker` (its hosts reach only Debian's
+mirrors); the apt-source code it shares with the Kubernetes packages is (test_sources_bed).
 """
 
 from __future__ import annotations
@@ -12,14 +14,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import systemd
 
-from k8slab.deploy.common import (
-    KEYRING_DIR,
-    apt_signing_key,
-    deb_arch,
-    ensure_packages,
-    lab,
-    upload,
-)
+from k8slab.deploy.common import AptRepo, deb_arch, ensure_packages, lab, upload
 
 DOCKER_CE = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin"]
 DISTRO = ["docker.io"]
@@ -34,8 +29,8 @@ def docker_engine():
         "/etc/docker/daemon.json",
     )
     if lab()["docker_source"] == "docker":
-        _docker_apt_repo()
-        ensure_packages("Install Docker Engine from Docker's repository", DOCKER_CE)
+        repo = _docker_apt_repo()
+        ensure_packages("Install Docker Engine from Docker's repository", DOCKER_CE, source=repo)
     else:
         ensure_packages("Install Docker Engine from the distribution (docker.io)", DISTRO)
     systemd.service(
@@ -52,18 +47,15 @@ def docker_engine():
     )
 
 
-def _docker_apt_repo():
+def _docker_apt_repo() -> AptRepo:
+    """Docker's repository, or the topology's docker_apt_repo: a mirror keeps Docker's
+    dists/<codename>/stable layout, a local folder is a flat repository."""
     meta = host.get_fact(LinuxDistribution)["release_meta"]
-    distro = meta.get("ID", "debian")
-    repo_url = f"https://download.docker.com/linux/{distro}"
-    keyring = f"{KEYRING_DIR}/docker.asc"
-    apt_signing_key("Docker's apt signing key", f"{repo_url}/gpg", keyring)
-    upload(
-        "Docker's apt repository, signed-by its key",
-        "templates/docker/docker.list.j2",
-        "/etc/apt/sources.list.d/docker.list",
-        deb_arch=deb_arch(),
-        docker_keyring=keyring,
-        docker_repo_url=repo_url,
-        distro_codename=meta.get("VERSION_CODENAME", ""),
+    return AptRepo(
+        "Docker's apt repository",
+        "docker",
+        lab()["docker_apt"],
+        f"{meta.get('VERSION_CODENAME', '')} stable",
+        arch=deb_arch(),
+        distro=meta.get("ID", "debian"),
     )

@@ -1,4 +1,5 @@
-"""Phase 4, kubeadm, kubelet and kubectl from pkgs.k8s.io, one repository per minor, held.
+"""Phase 4, kubeadm, kubelet and kubectl from pkgs.k8s.io (one repository per minor), or
+from the topology's `kube_apt_repo` (a mirror or a local folder), held.
 
 https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/install-kubeadm/#installing-kubeadm-kubelet-and-kubectl
 """
@@ -9,32 +10,18 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
 
-from k8slab.deploy.common import KEYRING_DIR, apt_signing_key, ensure_packages, lab, upload
+from k8slab.deploy.common import AptRepo, ensure_packages, lab, upload
 from k8slab.facts import HeldPackages
 
 PACKAGES = ["kubelet", "kubeadm", "kubectl"]
-
-
-def repo_url(minor: str) -> str:
-    return f"https://pkgs.k8s.io/core:/stable:/v{minor}/deb/"
 
 
 @deploy("Kubernetes packages")
 def kube_packages():
     values = lab()
     minor = values["kube_version"]
-    keyring = f"{KEYRING_DIR}/kubernetes-{minor}.asc"
-    apt_signing_key(
-        f"pkgs.k8s.io signing key for v{minor}", f"{repo_url(minor)}Release.key", keyring
-    )
-    upload(
-        f"pkgs.k8s.io repository for v{minor}, signed-by its key",
-        "templates/kubernetes/kubernetes.list.j2",
-        "/etc/apt/sources.list.d/kubernetes.list",
-        kube_keyring=keyring,
-        kube_repo_url=repo_url(minor),
-    )
-    ensure_packages(f"Install kubelet, kubeadm and kubectl v{minor}", PACKAGES)
+    repo = AptRepo(f"Kubernetes v{minor} apt repository", "kubernetes", values["kube_apt"], "/")
+    ensure_packages(f"Install kubelet, kubeadm and kubectl v{minor}", PACKAGES, source=repo)
     held = host.get_fact(HeldPackages)
     unheld = [p for p in PACKAGES if p not in held]
     if unheld:

@@ -65,7 +65,7 @@ PACKAGES = (
     "systemd systemd-sysv dbus libpam-systemd openssh-server python3 sudo iproute2 kmod "
     "ca-certificates procps curl gnupg netbase iptables less"
 ).split()
-RECIPE_VERSION = 3  # bump when the base build below changes
+RECIPE_VERSION = 4  # bump when the base build below changes (the files it writes count too)
 
 SUPERVISOR = HERE / "supervise.py"
 PROXY = HERE / "proxy.py"
@@ -262,6 +262,14 @@ def base_key() -> str:
         "sources": [s.__dict__ for s in distro_sources()],
         "kernel": os.uname().release,
         "user": USER,
+        "files": [
+            CGROUP_RW_UNIT,
+            CGROUP_RW_SCRIPT,
+            KUBELET_HOST_UNIT,
+            KUBELET_HOST_SCRIPT,
+            RUNC_WRAPPER,
+            DOCKER_DROPIN,
+        ],
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -316,9 +324,11 @@ def _builtin_modules() -> list[str]:
     return sorted(set(lines.values()))
 
 
-CGROUP_RW_UNIT = """\
+def _boot_unit(description: str, script: str) -> str:
+    """A oneshot unit that runs `script` early at boot, before the host's services."""
+    return f"""\
 [Unit]
-Description=k8s-lab testbed: make the cgroup v1 controllers writable (Docker needs it)
+Description=k8s-lab testbed: {description}
 DefaultDependencies=no
 After=local-fs.target
 Before=sysinit.target
@@ -326,11 +336,16 @@ Before=sysinit.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/usr/local/sbin/testbed-cgroup-rw
+ExecStart={script}
 
 [Install]
 WantedBy=sysinit.target
 """
+
+
+CGROUP_RW_UNIT = _boot_unit(
+    "make the cgroup v1 controllers writable (Docker needs it)", "/usr/local/sbin/testbed-cgroup-rw"
+)
 
 CGROUP_RW_SCRIPT = """\
 #!/bin/sh
@@ -342,6 +357,81 @@ for d in /sys/fs/cgroup/*; do
     mount -o remount,bind,rw "$d" || echo "cannot make $d writable" >&2
 done
 exit 0
+"""
+
+
+# What kubelet needs of a host that nspawn does not give (found by running kubelet in the bed).
+# Bed-only: a real VM has all of it; the product's deploy never sees these files.
+KUBELET_HOST_UNIT = _boot_unit(
+    "/dev/kmsg and the kernel tunables kubelet wants", "/usr/local/sbin/testbed-kubelet-host"
+)
+
+# kubelet exits without /dev/kmsg (it watches it for OOM kills); nspawn gives none, and the
+# node works only with CAP_SYSLOG, which supervise.py grants. kubelet also reads (and would
+# write) vm.overcommit_memory, kernel.panic and kernel.panic_on_oops; nspawn mounts /proc/sys
+# read-only and the kernel is this machine's, so files holding the wanted values are bound
+# over those entries inside the host only.
+KUBELET_HOST_SCRIPT = """\
+#!/bin/sh
+if [ ! -c /dev/kmsg ]; then
+    rm -f /dev/kmsg
+    mknod -m 0600 /dev/kmsg c 1 11 || echo "cannot make /dev/kmsg" >&2
+fi
+mkdir -p /run/testbed/sysctl
+for kv in vm/overcommit_memory=1 kernel/panic=10 kernel/panic_on_oops=1; do
+    key=${kv%%=*}
+    file=/run/testbed/sysctl/$(echo "$key" | tr / .)
+    echo "${kv#*=}" > "$file"
+    mountpoint -q "/proc/sys/$key" || mount --bind "$file" "/proc/sys/$key" \\
+        || echo "cannot bind $file over /proc/sys/$key" >&2
+done
+exit 0
+"""
+
+# This machine gives no process CAP_SYS_RESOURCE, so no container may lower its
+# oom_score_adj: runc fails every pod sandbox (cri-dockerd asks for -998) with "can't get
+# final child's PID from pipe: EOF". Docker runs containers through this wrapper (the drop-in
+# below), which raises a negative oomScoreAdj in the bundle's config.json to 0, then runs runc.
+RUNC_WRAPPER = """\
+#!/usr/bin/python3
+import json
+import os
+import shutil
+import sys
+
+args = sys.argv[1:]
+if "create" in args or "run" in args:
+    bundle = "."
+    for i, a in enumerate(args):
+        if a in ("--bundle", "-b") and i + 1 < len(args):
+            bundle = args[i + 1]
+        elif a.startswith("--bundle="):
+            bundle = a.split("=", 1)[1]
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path) as f:
+            spec = json.load(f)
+    except OSError:
+        spec = None
+    process = (spec or {}).get("process") or {}
+    if process.get("oomScoreAdj", 0) < 0:
+        process["oomScoreAdj"] = 0
+        with open(path, "w") as f:
+            json.dump(spec, f)
+runc = next((p for p in ("/usr/sbin/runc", "/usr/bin/runc") if os.path.exists(p)), None)
+runc = runc or shutil.which("runc") or "runc"
+os.execv(runc, [runc, *args])
+"""
+
+# The product's Docker phase owns /etc/docker/daemon.json; the runtime is registered on
+# dockerd's command line instead (a daemon.json may then not set default-runtime too). The
+# rest is the command line of the docker.io and docker-ce units (their own containerd).
+DOCKER_DROPIN = """\
+[Service]
+ExecStart=
+ExecStart=/bin/sh -c 'exec "$$(command -v dockerd)" -H fd:// \\
+    --containerd=/run/containerd/containerd.sock $$DOCKER_OPTS \\
+    --add-runtime testbed=/usr/local/sbin/testbed-runc --default-runtime=testbed'
 """
 
 
@@ -439,6 +529,15 @@ def ensure_base(force: bool = False) -> Path:
     script.write_text(CGROUP_RW_SCRIPT)
     script.chmod(0o755)
     (tmp / "etc/systemd/system/testbed-cgroup-rw.service").write_text(CGROUP_RW_UNIT)
+    for name, text in (
+        ("testbed-kubelet-host", KUBELET_HOST_SCRIPT),
+        ("testbed-runc", RUNC_WRAPPER),
+    ):
+        (tmp / "usr/local/sbin" / name).write_text(text)
+        (tmp / "usr/local/sbin" / name).chmod(0o755)
+    (tmp / "etc/systemd/system/testbed-kubelet-host.service").write_text(KUBELET_HOST_UNIT)
+    (tmp / "etc/systemd/system/docker.service.d").mkdir(parents=True, exist_ok=True)
+    (tmp / "etc/systemd/system/docker.service.d/testbed-runtime.conf").write_text(DOCKER_DROPIN)
 
     (tmp / "etc/ssh/sshd_config.d").mkdir(parents=True, exist_ok=True)
     (tmp / "etc/ssh/sshd_config.d/testbed.conf").write_text(
@@ -459,7 +558,8 @@ def ensure_base(force: bool = False) -> Path:
         echo '{USER} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{USER}
         chmod 0440 /etc/sudoers.d/{USER}
         install -d -m 0700 -o {USER} -g {USER} /home/{USER}/.ssh
-        systemctl enable systemd-networkd.service testbed-cgroup-rw.service ssh.service
+        systemctl enable systemd-networkd.service testbed-cgroup-rw.service \
+            testbed-kubelet-host.service ssh.service
         systemctl mask systemd-resolved.service console-getty.service getty@tty1.service \
             systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
         rm -f /etc/ssh/ssh_host_*

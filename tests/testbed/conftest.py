@@ -117,3 +117,19 @@ def all_up(testbed):
     """The bed with every host running (a test that stopped one may have failed midway)."""
     testbed.ensure_all_up()
     return testbed
+
+
+@pytest.fixture(scope="module")
+def docker_hosts(testbed):
+    """Every host prepared and running Docker (the deploy's hostprep and docker phases; a
+    no-op when done before), with busybox:latest imported from the bed's own tarball."""
+    testbed.ensure_all_up()
+    r = testbed.pyinfra("deploys/hostprep.py", "deploys/docker.py")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    for h in testbed.hosts:
+        testbed.ssh(
+            h,
+            "docker image inspect busybox:latest >/dev/null 2>&1 || "
+            "docker import /opt/testbed/busybox-rootfs.tar busybox:latest",
+        )
+    return testbed

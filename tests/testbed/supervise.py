@@ -96,6 +96,8 @@ def main():
         "--console=pipe",
         "--link-journal=no",
         "--system-call-filter=@keyring bpf",
+        # kubelet opens /dev/kmsg, which needs CAP_SYSLOG (nspawn drops it by default)
+        "--capability=CAP_SYSLOG",
     ]
     rc = 0
     boots = 0

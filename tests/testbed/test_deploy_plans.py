@@ -71,8 +71,10 @@ ALL = {"master", "slave1", "slave2"}
 
 def test_docker_from_dockers_signed_repository(plan):
     docker = ops(plan, "Docker Engine")
-    assert docker["Docker's apt signing key"] == ALL
-    assert docker["Docker's apt repository, signed-by its key"] == ALL
+    assert docker["Docker's apt repository: signing key"] == ALL
+    assert docker["Docker's apt repository: apt source, signed-by its key"] == ALL
+    check = "Docker's apt repository: apt-get update of it alone passes (signature, reachability)"
+    assert docker[check] == ALL
     assert docker["Install Docker Engine from Docker's repository"] == ALL
 
 
@@ -85,8 +87,8 @@ def test_cri_dockerd_pinned_release_and_units(plan):
 
 def test_kubernetes_packages_from_the_minors_repo_and_held(plan):
     kube = ops(plan, "Kubernetes packages")
-    assert kube["pkgs.k8s.io signing key for v1.35"] == ALL
-    assert kube["pkgs.k8s.io repository for v1.35, signed-by its key"] == ALL
+    assert kube["Kubernetes v1.35 apt repository: signing key"] == ALL
+    assert kube["Kubernetes v1.35 apt repository: apt source, signed-by its key"] == ALL
     assert kube["Install kubelet, kubeadm and kubectl v1.35"] == ALL
     assert kube["Hold them: an apt upgrade must never move the cluster's version"] == ALL
 

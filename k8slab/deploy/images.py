@@ -1,0 +1,35 @@
+"""Phase 3b, image archives: the topology's `image_archives` (`docker save` output) loaded
+into Docker on every node before kubeadm init or join, so that no node pulls an image.
+Archives whose tags a host already has are neither uploaded nor loaded.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files, server
+
+from k8slab import archives
+from k8slab.deploy.common import CACHE_DIR, lab
+from k8slab.facts import DockerImageTags
+
+UPLOAD_DIR = f"{CACHE_DIR}/images"
+
+
+@deploy("Image archives")
+def image_archives():
+    wanted = lab()["image_archives"]
+    if not wanted:
+        return
+    todo = archives.to_load(wanted, host.get_fact(DockerImageTags))
+    if not todo:
+        host.noop(f"the images of {len(wanted)} archive(s) are loaded")
+        return
+    files.directory(name="Upload directory for image archives", path=UPLOAD_DIR, mode="700")
+    for archive in todo:
+        remote = f"{UPLOAD_DIR}/{archives.remote_name(archive)}"
+        files.put(name=f"Upload {archive['path']}", src=archive["path"], dest=remote, mode="600")
+        server.shell(
+            name=f"docker load {', '.join(archive['tags'])}",
+            commands=[archives.load_command(remote)],
+        )

@@ -3,45 +3,82 @@
 from __future__ import annotations
 
 import json
+import textwrap
 import xml.etree.ElementTree as ET
 
 from k8slab.checks.engine import Report
 
 FORMATS = ("table", "json", "junit")
-EVIDENCE_WIDTH = 110
+EVIDENCE_LINES = 3  # a longer evidence is cut: the bundle (--record) keeps the whole output
+_COLOURS = {"pass": "32", "fail": "31", "error": "31;1", "skip": "2"}
 
 
-def render(report: Report, fmt: str) -> str:
-    return {"table": table, "json": as_json, "junit": junit}[fmt](report)
+def render(report: Report, fmt: str, width: int = 80, colour: bool = False) -> str:
+    if fmt == "table":
+        return table(report, width, colour)
+    return {"json": as_json, "junit": junit}[fmt](report)
 
 
-def summary(report: Report) -> str:
+def summary(report: Report, width: int = 80) -> str:
+    """The totals, then which checks failed or could not run, by id and host."""
     t = report.totals
     source = " (replayed from a bundle)" if report.replayed else ""
-    return (
+    lines = [
         f"{report.lab}: {len(report.results)} results - {t['pass']} passed, {t['fail']} failed, "
         f"{t['skip']} skipped, {t['error']} errors in {report.seconds:.1f}s{source}"
-    )
+    ]
+    for status, label in (("fail", "failed"), ("error", "errors")):
+        hosts: dict[str, list[str]] = {}
+        for r in report.results:
+            if r.status == status:
+                hosts.setdefault(r.id, []).append(r.host)
+        if hosts:
+            text = "; ".join(f"{i} on {', '.join(h)}" for i, h in hosts.items())
+            lines += textwrap.wrap(
+                f"{label}: {text}", width, subsequent_indent=" " * (len(label) + 2)
+            )
+    return "\n".join(lines)
 
 
-def table(report: Report) -> str:
-    rows = [("CHECK", "HOST", "STATUS", "EVIDENCE")]
-    hints = {}
-    for r in report.results:
-        evidence = r.evidence if len(r.evidence) <= EVIDENCE_WIDTH else r.evidence[:107] + "..."
-        rows.append((r.id, r.host, r.status.upper(), evidence))
-        if r.hint:
-            hints[len(rows) - 1] = r.hint
+def table(report: Report, width: int = 80, colour: bool = False) -> str:
+    """One row per check and host, fitted to `width` columns: evidence wraps under its column
+    (at most EVIDENCE_LINES lines), hints wrap under the row."""
+    rows = [("CHECK", "HOST", "STATUS", "EVIDENCE", "", "")]
+    rows += [(r.id, r.host, r.status.upper(), r.evidence, r.hint, r.status) for r in report.results]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    left = sum(widths) + 6
+    below = width - left < 30  # too narrow for a column: evidence goes under the row
+    ev_width = width - 4 if below else width - left
+    hint_indent = " " * min(widths[0] + 2, 8)
     lines = []
-    for i, row in enumerate(rows):
-        lines.append(
-            "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
-        )
-        if i in hints:
-            lines.append(" " * (widths[0] + 2) + "hint: " + hints[i])
-    lines.append(summary(report))
+    for check, host, status, evidence, hint, state in rows:
+        cells = [c.ljust(w) for c, w in zip((check, host, status), widths, strict=True)]
+        if colour and state:
+            cells[2] = f"\033[{_COLOURS[state]}m{cells[2]}\033[0m"
+        wrapped = _wrap(evidence, ev_width)
+        if below:
+            lines.append("  ".join(cells).rstrip())
+            lines += ["    " + w for w in wrapped]
+        else:
+            lines.append("  ".join(cells) + "  " + (wrapped[0] if wrapped else ""))
+            lines += [" " * left + w for w in wrapped[1:]]
+        if hint:
+            lines += textwrap.wrap(
+                "hint: " + hint,
+                width,
+                initial_indent=hint_indent,
+                subsequent_indent=hint_indent + "      ",
+            )
+    lines.append(summary(report, width))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines = textwrap.wrap(text, max(width, 20), break_on_hyphens=False) or [""]
+    if len(lines) > EVIDENCE_LINES:
+        lines = lines[:EVIDENCE_LINES]
+        lines[-1] = lines[-1][: max(width, 20) - 3] + "..."
+    return lines
 
 
 def as_json(report: Report) -> str:

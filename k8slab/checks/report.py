@@ -9,7 +9,9 @@ import xml.etree.ElementTree as ET
 from k8slab.checks.engine import Report
 
 FORMATS = ("table", "json", "junit")
-EVIDENCE_LINES = 3  # a longer evidence is cut: the bundle (--record) keeps the whole output
+# Longer evidence is cut (the bundle of --record keeps whole outputs): a failure's cause comes
+# last ("... exited 6: curl: (6) Could not resolve host"), so failures keep more lines.
+EVIDENCE_LINES = {"pass": 2, "skip": 2, "fail": 8, "error": 8}
 _COLOURS = {"pass": "32", "fail": "31", "error": "31;1", "skip": "2"}
 
 
@@ -23,10 +25,11 @@ def summary(report: Report, width: int = 80) -> str:
     """The totals, then which checks failed or could not run, by id and host."""
     t = report.totals
     source = " (replayed from a bundle)" if report.replayed else ""
-    lines = [
+    lines = textwrap.wrap(
         f"{report.lab}: {len(report.results)} results - {t['pass']} passed, {t['fail']} failed, "
-        f"{t['skip']} skipped, {t['error']} errors in {report.seconds:.1f}s{source}"
-    ]
+        f"{t['skip']} skipped, {t['error']} errors in {report.seconds:.1f}s{source}",
+        width,
+    )
     for status, label in (("fail", "failed"), ("error", "errors")):
         hosts: dict[str, list[str]] = {}
         for r in report.results:
@@ -42,7 +45,7 @@ def summary(report: Report, width: int = 80) -> str:
 
 def table(report: Report, width: int = 80, colour: bool = False) -> str:
     """One row per check and host, fitted to `width` columns: evidence wraps under its column
-    (at most EVIDENCE_LINES lines), hints wrap under the row."""
+    (at most EVIDENCE_LINES of them), hints wrap under the row."""
     rows = [("CHECK", "HOST", "STATUS", "EVIDENCE", "", "")]
     rows += [(r.id, r.host, r.status.upper(), r.evidence, r.hint, r.status) for r in report.results]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
@@ -55,7 +58,7 @@ def table(report: Report, width: int = 80, colour: bool = False) -> str:
         cells = [c.ljust(w) for c, w in zip((check, host, status), widths, strict=True)]
         if colour and state:
             cells[2] = f"\033[{_COLOURS[state]}m{cells[2]}\033[0m"
-        wrapped = _wrap(evidence, ev_width)
+        wrapped = _wrap(evidence, ev_width, EVIDENCE_LINES.get(state, 1))
         if below:
             lines.append("  ".join(cells).rstrip())
             lines += ["    " + w for w in wrapped]
@@ -73,10 +76,10 @@ def table(report: Report, width: int = 80, colour: bool = False) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _wrap(text: str, width: int) -> list[str]:
+def _wrap(text: str, width: int, most: int) -> list[str]:
     lines = textwrap.wrap(text, max(width, 20), break_on_hyphens=False) or [""]
-    if len(lines) > EVIDENCE_LINES:
-        lines = lines[:EVIDENCE_LINES]
+    if len(lines) > most:
+        lines = lines[:most]
         lines[-1] = lines[-1][: max(width, 20) - 3] + "..."
     return lines
 

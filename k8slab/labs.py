@@ -26,6 +26,8 @@ from k8slab.errors import LabctlError
 from k8slab.topology import PACKAGE_ROOT, Host, Topology
 
 if TYPE_CHECKING:
+    import jinja2
+
     from k8slab.ssh import Fleet
 
 LABS_DIR = PACKAGE_ROOT / "labs"
@@ -193,13 +195,17 @@ def load_lab(lab_id: str, topo: Topology, root: Roots = None) -> Lab:
     import jinja2  # only commands that read a lab pay for it
 
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml when present: the pure-Python loader is most of `labctl labs`' time
+        raw = yaml.load(
+            path.read_text(encoding="utf-8"), getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
+        )
     except yaml.YAMLError as e:
         raise LabError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
     values = _merge(raw["values"], topo.labs.get(lab_id, {}), f"{topo.path}: labs.{lab_id}")
     context = {**topo.cluster_vars(), **values, "master": topo.control_plane.name}
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     try:
-        return _build(lab_id, path, values, _render_strings(raw, context))
+        return _build(lab_id, path, values, _render_strings(raw, context, env))
     except jinja2.TemplateError as e:
         raise LabError(f"{path}: {e.message}") from None
     except (KeyError, TypeError) as e:
@@ -221,20 +227,37 @@ def _merge(defaults: dict, overrides: dict, where: str) -> dict:
     return merged
 
 
-def _render_strings(node: Any, context: dict) -> Any:
-    if isinstance(node, str):
-        if "{{" not in node and "{%" not in node:
-            return node
-        import jinja2
+_SPLIT = "\x00k8s-lab-split\x00"
 
-        return (
-            jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(node).render(context)
-        )
-    if isinstance(node, list):
-        return [_render_strings(x, context) for x in node]
-    if isinstance(node, dict):
-        return {k: _render_strings(v, context) for k, v in node.items()}
-    return node
+
+def _render_strings(node: Any, context: dict, env: jinja2.Environment) -> Any:
+    """Every string of a lab rendered as a Jinja template: all in one template, since
+    compiling each of a lab's dozens of strings alone was most of `labctl labs`' time."""
+    found: list[str] = []
+
+    def collect(n: Any) -> None:
+        if isinstance(n, str) and ("{{" in n or "{%" in n):
+            found.append(n)
+        elif isinstance(n, list):
+            for x in n:
+                collect(x)
+        elif isinstance(n, dict):
+            for x in n.values():
+                collect(x)
+
+    collect(node)
+    rendered = iter(env.from_string(_SPLIT.join(found)).render(context).split(_SPLIT))
+
+    def put(n: Any) -> Any:
+        if isinstance(n, str) and ("{{" in n or "{%" in n):
+            return next(rendered)
+        if isinstance(n, list):
+            return [put(x) for x in n]
+        if isinstance(n, dict):
+            return {k: put(v) for k, v in n.items()}
+        return n
+
+    return put(node)
 
 
 def _build(lab_id: str, path: Path, values: dict, r: dict) -> Lab:

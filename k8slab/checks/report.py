@@ -71,6 +71,9 @@ def table(report: Report, width: int = 80, colour: bool = False) -> str:
                 width,
                 initial_indent=hint_indent,
                 subsequent_indent=hint_indent + "      ",
+                # a hint's commands are copied: never split `set-hostname` or a long path
+                break_on_hyphens=False,
+                break_long_words=False,
             )
     lines.append(summary(report, width))
     return "\n".join(line.rstrip() for line in lines)

@@ -198,9 +198,15 @@ def test_a_port_that_never_says_ssh_is_one_line_per_host(tmp_path):
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     held = []
-    threading.Thread(
-        target=lambda: [held.append(listener.accept()) for _ in range(8)], daemon=True
-    ).start()
+
+    def accept_and_say_nothing():
+        try:
+            while True:
+                held.append(listener.accept())
+        except OSError:  # the listener was closed: the test is over
+            pass
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
     port = listener.getsockname()[1]
     hosts = [{**h, "ssh_host": "127.0.0.1", "ssh_port": port} for h in TWO_HOSTS["hosts"]]
     (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"ssh_user": "root", "hosts": hosts}))

@@ -54,7 +54,12 @@ def table(report: Report, width: int = 80, colour: bool = False) -> str:
     ev_width = width - 4 if below else width - left
     hint_indent = " " * min(widths[0] + 2, 8)
     lines = []
+    # An unreachable host errs on every check the same way: say it once per host.
+    said: dict[tuple[str, str], str] = {}
     for check, host, status, evidence, hint, state in rows:
+        if state == "error" and (host, evidence) in said:
+            evidence, hint = f"the same error as {said[(host, evidence)]} above", ""
+        said.setdefault((host, evidence), check)
         cells = [c.ljust(w) for c, w in zip((check, host, status), widths, strict=True)]
         if colour and state:
             cells[2] = f"\033[{_COLOURS[state]}m{cells[2]}\033[0m"

@@ -26,8 +26,6 @@ from k8slab.errors import LabctlError
 from k8slab.topology import PACKAGE_ROOT, Host, Topology
 
 if TYPE_CHECKING:
-    import jinja2
-
     from k8slab.ssh import Fleet
 
 LABS_DIR = PACKAGE_ROOT / "labs"
@@ -192,8 +190,6 @@ def load_lab(lab_id: str, topo: Topology, root: Roots = None) -> Lab:
             raise LabError(
                 f"{topo.path}: labs.{other}: no such lab{did_you_mean(other, sorted(known))}"
             )
-    import jinja2  # only commands that read a lab pay for it
-
     try:
         # libyaml when present: the pure-Python loader is most of `labctl labs`' time
         raw = yaml.load(
@@ -203,11 +199,12 @@ def load_lab(lab_id: str, topo: Topology, root: Roots = None) -> Lab:
         raise LabError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
     values = _merge(raw["values"], topo.labs.get(lab_id, {}), f"{topo.path}: labs.{lab_id}")
     context = {**topo.cluster_vars(), **values, "master": topo.control_plane.name}
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     try:
-        return _build(lab_id, path, values, _render_strings(raw, context, env))
-    except jinja2.TemplateError as e:
-        raise LabError(f"{path}: {e.message}") from None
+        rendered = _render_strings(raw, context)
+    except LabError as e:
+        raise LabError(f"{path}: {e}") from None
+    try:
+        return _build(lab_id, path, values, rendered)
     except (KeyError, TypeError) as e:
         raise LabError(f"{path}: malformed lab: {e}") from None
 
@@ -228,16 +225,22 @@ def _merge(defaults: dict, overrides: dict, where: str) -> dict:
 
 
 _SPLIT = "\x00k8s-lab-split\x00"
+_PLAIN = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
 
 
-def _render_strings(node: Any, context: dict, env: jinja2.Environment) -> Any:
-    """Every string of a lab rendered as a Jinja template: all in one template, since
-    compiling each of a lab's dozens of strings alone was most of `labctl labs`' time."""
+def _templated(n: Any) -> bool:
+    return isinstance(n, str) and ("{{" in n or "{%" in n)
+
+
+def _render_strings(node: Any, context: dict) -> Any:
+    """Every string of a lab rendered as a Jinja template (StrictUndefined; one trailing
+    newline dropped, as Jinja does). When every template is a plain `{{ name }}`, no Jinja
+    is needed at all: importing and compiling it was most of `labctl labs`' time."""
     found: list[str] = []
 
     def collect(n: Any) -> None:
-        if isinstance(n, str) and ("{{" in n or "{%" in n):
-            found.append(n)
+        if _templated(n):
+            found.append(n[:-1] if n.endswith("\n") else n)
         elif isinstance(n, list):
             for x in n:
                 collect(x)
@@ -246,10 +249,23 @@ def _render_strings(node: Any, context: dict, env: jinja2.Environment) -> Any:
                 collect(x)
 
     collect(node)
-    rendered = iter(env.from_string(_SPLIT.join(found)).render(context).split(_SPLIT))
+    text = _SPLIT.join(found)
+    if "{%" in text or "{{" in _PLAIN.sub("", text):
+        import jinja2
+
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+        try:
+            rendered = iter(env.from_string(text).render(context).split(_SPLIT))
+        except jinja2.TemplateError as e:
+            raise LabError(e.message or str(e)) from None
+    else:
+        for name in _PLAIN.findall(text):
+            if name not in context:
+                raise LabError(f"'{name}' is undefined")
+        rendered = iter(_PLAIN.sub(lambda m: str(context[m.group(1)]), text).split(_SPLIT))
 
     def put(n: Any) -> Any:
-        if isinstance(n, str) and ("{{" in n or "{%" in n):
+        if _templated(n):
             return next(rendered)
         if isinstance(n, list):
             return [put(x) for x in n]

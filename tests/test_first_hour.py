@@ -166,6 +166,7 @@ def test_status_shows_the_others_and_names_the_down_host(three_hosts):
     for name in ("master", "slave1"):
         assert f"  {name}: no weave status on :6784" in weave
     assert f"  slave2: slave2 (127.0.0.1:{port}): cannot connect" in weave
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80  # piped: 80 columns
 
 
 def test_all_hosts_down_names_each_of_them(tmp_path):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import click
 
-from k8slab.cli.common import State, UsageError, one_line_errors, replay_option
+from k8slab.cli.common import State, UsageError, one_line_errors, replay_option, width
 
 BUNDLE_LAB = "status"
 
@@ -65,5 +66,15 @@ def status(
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
-        click.echo(lib.render_table(result, topo))
+        # long lines (a kubectl error, a host's connection error) wrap under their row
+        lines = lib.render_table(result, topo).splitlines()
+        fitted = [
+            wrapped
+            for line in lines
+            for wrapped in textwrap.wrap(
+                line, width(), subsequent_indent="      ", break_on_hyphens=False
+            )
+            or [""]
+        ]
+        click.echo("\n".join(fitted))
     sys.exit(2 if unreachable else 0)

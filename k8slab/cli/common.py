@@ -7,6 +7,7 @@ by the commands that use them, so `labctl --help` and `labctl labs` start fast.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -196,6 +197,18 @@ class Progress:
     def clear(self) -> None:
         if self.enabled:
             say_progress("")
+
+
+@contextlib.contextmanager
+def graded_live(state: State, topo: Topology, hosts: list[Host], fmt: str):
+    """Connect to `hosts` (each unreachable one reported, the others kept) and yield the
+    fleet and a command runner showing progress on a terminal (table format only)."""
+    with state.fleet(topo, hosts, partial=True) as fleet:
+        progress = Progress(fleet.run, [h.name for h in hosts], fmt == "table")
+        try:
+            yield fleet, progress
+        finally:
+            progress.clear()
 
 
 def mark_unreachable(report: Report, fleet: Fleet) -> Report:

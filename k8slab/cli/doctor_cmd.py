@@ -7,15 +7,8 @@ from pathlib import Path
 
 import click
 
-from k8slab.cli.common import (
-    Progress,
-    State,
-    UsageError,
-    echo_report,
-    mark_unreachable,
-    one_line_errors,
-    report_options,
-)
+from k8slab.cli import common
+from k8slab.cli.common import State, UsageError, one_line_errors, report_options
 
 
 @click.command()
@@ -61,15 +54,13 @@ def doctor(
     else:
         topo = state.topology()
         lab, checks = lib.prepare(topo, skip)
-        with state.fleet(topo, list(topo.hosts), partial=True) as fleet:
-            progress = Progress(fleet.run, [h.name for h in topo.hosts], fmt == "table")
-            result, commands = lib.check(topo, fleet, lab, checks, run=progress)
-            result = mark_unreachable(result, fleet)
-            progress.clear()
+        with common.graded_live(state, topo, list(topo.hosts), fmt) as (fleet, run):
+            result, commands = lib.check(topo, fleet, lab, checks, run=run)
+            result = common.mark_unreachable(result, fleet)
         if record:
             bundle.write(Path(record), lib.LAB_ID, [c.id for c in checks], topo, commands)
             click.echo(f"recorded {len(commands.results)} commands in {record}", err=True)
-    echo_report(result, fmt)
+    common.echo_report(result, fmt)
     if fmt == "table" and lib.warnings(result):
         click.echo(f"{lib.warnings(result)} of the passes carry a warning (see their evidence)")
     if any(r.status == "error" for r in result.results):

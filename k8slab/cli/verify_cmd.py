@@ -7,15 +7,8 @@ from pathlib import Path
 
 import click
 
-from k8slab.cli.common import (
-    Progress,
-    State,
-    UsageError,
-    echo_report,
-    mark_unreachable,
-    one_line_errors,
-    report_options,
-)
+from k8slab.cli import common
+from k8slab.cli.common import State, UsageError, one_line_errors, report_options
 
 
 @click.command()
@@ -68,14 +61,12 @@ def verify(
         lab = state.lab(lab_id, topo)
         checks = lab.select_checks(only)
         hosts = hosts_needed(checks, topo)
-        with state.fleet(topo, hosts, partial=True) as fleet:
-            progress = Progress(fleet.run, [h.name for h in hosts], fmt == "table")
-            commands = Commands(progress)
-            result = mark_unreachable(grade(lab, topo, commands, checks), fleet)
-            progress.clear()
+        with common.graded_live(state, topo, hosts, fmt) as (fleet, run):
+            commands = Commands(run)
+            result = common.mark_unreachable(grade(lab, topo, commands, checks), fleet)
             unreachable = bool(fleet.unreachable)
         if record:
             bundle.write(Path(record), lab.id, [c.id for c in checks], topo, commands)
             click.echo(f"recorded {len(commands.results)} commands in {record}", err=True)
-    echo_report(result, fmt)
+    common.echo_report(result, fmt)
     sys.exit(2 if unreachable else result.exit_code)

@@ -7,7 +7,9 @@ templates are rendered with as host data `lab`, so deploys never read the file t
 
 What pyinfra would report as a traceback (a file that is not UTF-8, a key file it cannot
 read) is checked here first and said in one line. $LAB_SSH_PASSWORD and $LAB_SUDO_PASSWORD,
-which labctl reads, reach pyinfra's connection too (it would otherwise prompt per host).
+which labctl reads, reach pyinfra's connection too (it would otherwise prompt per host):
+tested on the host data pyinfra reads (tests/test_first_hour.py), never with a real password
+login, which no test host here accepts.
 """
 
 import os

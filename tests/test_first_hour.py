@@ -455,3 +455,35 @@ def test_the_cli_imports_no_heavy_library_before_a_command_needs_it():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
+
+
+def test_delete_and_reset_ask_on_a_terminal():
+    """The question path: a person at a terminal answers no; nothing connects."""
+    for command, question in (
+        ("delete", "Delete namespace/gurumee, deployment/simple-app-dep"),
+        ("reset", "Reset the Kubernetes cluster on master, slave1, slave2?"),
+    ):
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(
+            [LABCTL, "--config", str(COURSE_TOPOLOGY), command],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={k: v for k, v in os.environ.items() if not k.startswith("LAB_")},
+        )
+        os.close(slave)
+        seen = b""
+        while question.encode() not in seen:
+            ready, _, _ = select.select([master], [], [], 30)
+            assert ready, seen
+            seen += os.read(master, 4096)
+        os.write(master, b"n\n")
+        assert proc.wait(timeout=30) == 1
+        rest = b""
+        try:
+            while chunk := os.read(master, 4096):
+                rest += chunk
+        except OSError:  # EIO once labctl has exited
+            pass
+        os.close(master)
+        assert b"Aborted!" in rest, rest

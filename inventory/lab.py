@@ -4,16 +4,24 @@
 
 Groups: `control_plane` (one host) and `workers`. Each host carries the values its
 templates are rendered with as host data `lab`, so deploys never read the file themselves.
+
+What pyinfra would report as a traceback (a file that is not UTF-8, a key file it cannot
+read) is checked here first and said in one line. $LAB_SSH_PASSWORD and $LAB_SUDO_PASSWORD,
+which labctl reads, reach pyinfra's connection too (it would otherwise prompt per host):
+tested on the host data pyinfra reads (tests/test_first_hour.py), never with a real password
+login, which no test host here accepts.
 """
 
 import os
 import sys
 
+from k8slab.ssh import PASSWORD_ENV, SUDO_PASSWORD_ENV, SSHError, check_keys
 from k8slab.topology import TopologyError, load
 
 try:
     _topo = load()
-except TopologyError as e:
+    check_keys(_topo.hosts)
+except (TopologyError, SSHError) as e:
     # pyinfra would print a traceback for an exception raised here; one line is enough.
     sys.exit(f"k8s-lab: {e}")
 
@@ -32,6 +40,10 @@ def _entry(h):
     if os.environ.get("LAB_KNOWN_HOSTS"):
         # The same known_hosts file labctl uses; new hosts are accepted, changed keys refused.
         data["ssh_known_hosts_file"] = os.environ["LAB_KNOWN_HOSTS"]
+    if os.environ.get(PASSWORD_ENV):
+        data["ssh_password"] = os.environ[PASSWORD_ENV]
+    if os.environ.get(SUDO_PASSWORD_ENV):
+        data["_sudo_password"] = os.environ[SUDO_PASSWORD_ENV]
     return h.name, data
 
 

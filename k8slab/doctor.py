@@ -69,16 +69,19 @@ def prepare(topo: Topology, skip: tuple[str, ...] = ()) -> tuple[Lab, tuple[Chec
 
 
 def check(
-    topo: Topology, fleet: Fleet, lab: Lab, checks: tuple[Check, ...]
+    topo: Topology, fleet: Fleet, lab: Lab, checks: tuple[Check, ...], run: Run | None = None
 ) -> tuple[Report, Commands]:
     """Grade every host over SSH (labctl doctor, and the deploy before it changes anything).
 
     sudo wanting a password is a configuration problem: SSHError (one line) before any row.
+    Hosts the fleet could not reach are graded too: their rows are errors. `run` (default
+    fleet.run) may wrap the fleet, e.g. to show progress.
     """
-    with ThreadPoolExecutor(len(topo.hosts)) as pool:
-        for f in [pool.submit(fleet.run, h.name, "sudo true") for h in topo.hosts]:
+    reachable = [h for h in topo.hosts if h.name not in fleet.unreachable]
+    with ThreadPoolExecutor(max(1, len(reachable))) as pool:
+        for f in [pool.submit(fleet.run, h.name, "sudo true") for h in reachable]:
             f.result()
-    commands = Commands(with_local_clock(fleet.run))
+    commands = Commands(with_local_clock(run or fleet.run))
     return grade(lab, topo, commands, checks), commands
 
 

@@ -11,29 +11,37 @@ renders its manifests, and applies or deletes it over SSH. Checks live in k8slab
 from __future__ import annotations
 
 import difflib
+import os
+import re
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 import yaml
 
-from k8slab import archives, render
-from k8slab.checks.kinds import KINDS
-from k8slab.ssh import Fleet
+from k8slab import archives
+from k8slab.errors import LabctlError
 from k8slab.topology import PACKAGE_ROOT, Host, Topology
 
+if TYPE_CHECKING:
+    from k8slab.ssh import Fleet
+
 LABS_DIR = PACKAGE_ROOT / "labs"
+# More lab folders (each holding <id>/lab.yaml), searched before the package's own, so a
+# learner's copy of a lab can stand in for it: --labs-dir or $LAB_LABS_DIR (':'-separated).
+LABS_ENV = "LAB_LABS_DIR"
+# labctl doctor's checks are a lab too (k8slab/preflight), not listed with the course's.
+PREFLIGHT = "preflight"
 WHERES = ("master", "every-node", "every-worker")
 REMOTE_DIR = ".k8s-lab"  # relative to the SSH user's home on the hosts
 
 Say = Callable[[str], None]
 
 
-class LabError(ValueError):
+class LabError(LabctlError, ValueError):
     """A lab that cannot be loaded or used as asked; the message is one line."""
 
 
@@ -118,7 +126,10 @@ class Lab:
         known = [s.id for s in self.steps]
         for name in only:
             if name not in known:
-                raise LabError(f"{self.id}: no step {name!r} (steps: {', '.join(known)})")
+                raise LabError(
+                    f"{self.id}: no step {name!r}{did_you_mean(name, known)} "
+                    f"(steps: {', '.join(known)})"
+                )
         if not only:
             return tuple(s for s in self.steps if not s.optional)
         return tuple(s for s in self.steps if s.id in only)
@@ -129,26 +140,68 @@ class Lab:
         def picked(check: Check, name: str) -> bool:
             return check.id == name or check.id.startswith(name + ".")
 
+        ids = [c.id for c in self.checks]
+        groups = list(dict.fromkeys(i.split(".")[0] for i in ids if "." in i))
         for name in only:
             if not any(picked(c, name) for c in self.checks):
-                ids = ", ".join(c.id for c in self.checks)
-                raise LabError(f"{self.id}: no check {name!r} (checks: {ids})")
+                raise LabError(
+                    f"{self.id}: no check {name!r}{did_you_mean(name, groups + ids)} "
+                    f"(groups: {', '.join(groups) or 'none'}; checks: {', '.join(ids)})"
+                )
         return tuple(c for c in self.checks if not only or any(picked(c, n) for n in only))
 
 
-def lab_ids(root: Path = LABS_DIR) -> list[str]:
-    return sorted(p.parent.name for p in root.glob("*/lab.yaml"))
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def load_lab(lab_id: str, topo: Topology, root: Path = LABS_DIR) -> Lab:
-    path = root / lab_id / "lab.yaml"
-    if not path.is_file():
-        raise LabError(f"no lab {lab_id!r} (labs: {', '.join(lab_ids(root)) or 'none'})")
+Roots = Path | Sequence[Path] | None
+
+
+def lab_dirs(root: Roots = None) -> list[Path]:
+    """Where labs are looked for, first match wins: `root` if given, else $LAB_LABS_DIR's
+    folders, then the package's own labs."""
+    if isinstance(root, Path):
+        return [root]
+    extra = [Path(p).expanduser() for p in os.environ.get(LABS_ENV, "").split(os.pathsep) if p]
+    return [*(root or ()), *extra, LABS_DIR]
+
+
+def _lab_files(root: Roots = None) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in lab_dirs(root):
+        for path in sorted(d.glob("*/lab.yaml")):
+            found.setdefault(path.parent.name, path)
+    return found
+
+
+def lab_ids(root: Roots = None) -> list[str]:
+    return sorted(_lab_files(root))
+
+
+def load_lab(lab_id: str, topo: Topology, root: Roots = None) -> Lab:
+    files = _lab_files(root)
+    path = files.get(lab_id)
+    if path is None:
+        raise LabError(
+            f"no lab {lab_id!r}{did_you_mean(lab_id, list(files))} "
+            f"(labs: {', '.join(sorted(files)) or 'none'})"
+        )
+    known = {*_lab_files(), *files, PREFLIGHT}
+    for other in topo.labs:
+        if other not in known:
+            raise LabError(
+                f"{topo.path}: labs.{other}: no such lab{did_you_mean(other, sorted(known))}"
+            )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml when present: the pure-Python loader is most of `labctl labs`' time
+        raw = yaml.load(
+            path.read_text(encoding="utf-8"), getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
+        )
     except yaml.YAMLError as e:
         raise LabError(f"{path}: malformed YAML: {str(e).splitlines()[0]}") from None
-    values = _merge(raw["values"], topo.labs.get(lab_id, {}), f"labs.{lab_id}")
+    values = _merge(raw["values"], topo.labs.get(lab_id, {}), f"{topo.path}: labs.{lab_id}")
     context = {
         **topo.cluster_vars(),
         **values,
@@ -156,9 +209,11 @@ def load_lab(lab_id: str, topo: Topology, root: Path = LABS_DIR) -> Lab:
         "node_ips": [h.node_ip for h in topo.hosts],
     }
     try:
-        return _build(lab_id, path, values, _render_strings(raw, context))
-    except jinja2.TemplateError as e:
-        raise LabError(f"{path}: {e.message}") from None
+        rendered = _render_strings(raw, context)
+    except LabError as e:
+        raise LabError(f"{path}: {e}") from None
+    try:
+        return _build(lab_id, path, values, rendered)
     except (KeyError, TypeError) as e:
         raise LabError(f"{path}: malformed lab: {e}") from None
 
@@ -168,30 +223,66 @@ def _merge(defaults: dict, overrides: dict, where: str) -> dict:
     merged = dict(defaults)
     for key, value in overrides.items():
         if key not in defaults:
-            close = difflib.get_close_matches(str(key), list(defaults), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise LabError(f"topology: {where}.{key}: unknown key{hint}")
+            raise LabError(f"{where}.{key}: unknown key{did_you_mean(key, list(defaults))}")
         if isinstance(defaults[key], dict):
             if not isinstance(value, dict):
-                raise LabError(f"topology: {where}.{key}: expected a mapping")
+                raise LabError(f"{where}.{key}: expected a mapping")
             merged[key] = _merge(defaults[key], value, f"{where}.{key}")
         else:
             merged[key] = value
     return merged
 
 
+_SPLIT = "\x00k8s-lab-split\x00"
+_PLAIN = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
+
+
+def _templated(n: Any) -> bool:
+    return isinstance(n, str) and ("{{" in n or "{%" in n)
+
+
 def _render_strings(node: Any, context: dict) -> Any:
-    if isinstance(node, str):
-        if "{{" not in node and "{%" not in node:
-            return node
-        return (
-            jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(node).render(context)
-        )
-    if isinstance(node, list):
-        return [_render_strings(x, context) for x in node]
-    if isinstance(node, dict):
-        return {_render_strings(k, context): _render_strings(v, context) for k, v in node.items()}
-    return node
+    """Every string of a lab rendered as a Jinja template (StrictUndefined; one trailing
+    newline dropped, as Jinja does). When every template is a plain `{{ name }}`, no Jinja
+    is needed at all: importing and compiling it was most of `labctl labs`' time."""
+    found: list[str] = []
+
+    def collect(n: Any) -> None:
+        if _templated(n):
+            found.append(n[:-1] if n.endswith("\n") else n)
+        elif isinstance(n, list):
+            for x in n:
+                collect(x)
+        elif isinstance(n, dict):
+            for x in n.values():
+                collect(x)
+
+    collect(node)
+    text = _SPLIT.join(found)
+    if "{%" in text or "{{" in _PLAIN.sub("", text):
+        import jinja2
+
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+        try:
+            rendered = iter(env.from_string(text).render(context).split(_SPLIT))
+        except jinja2.TemplateError as e:
+            raise LabError(e.message or str(e)) from None
+    else:
+        for name in _PLAIN.findall(text):
+            if name not in context:
+                raise LabError(f"'{name}' is undefined")
+        rendered = iter(_PLAIN.sub(lambda m: str(context[m.group(1)]), text).split(_SPLIT))
+
+    def put(n: Any) -> Any:
+        if _templated(n):
+            return next(rendered)
+        if isinstance(n, list):
+            return [put(x) for x in n]
+        if isinstance(n, dict):
+            return {k: put(v) for k, v in n.items()}
+        return n
+
+    return put(node)
 
 
 def _build(lab_id: str, path: Path, values: dict, r: dict) -> Lab:
@@ -258,6 +349,8 @@ def _check(c: dict, values: dict, path: Path) -> Check:
             inner = f"{values['kubectl']} exec {pod} -- sh -c {shlex.quote(cmd.cmd)}"
             cmd = Command(inner, True)
         run[name] = cmd
+    from k8slab.checks.kinds import KINDS
+
     for a in c["expect"]:
         kind = KINDS.get(a.get("kind"))
         if kind is None:
@@ -303,15 +396,19 @@ def render_manifests(
     lab: Lab, topo: Topology, steps: tuple[Step, ...] | None = None
 ) -> list[Manifest]:
     """Every object of the given steps (all by default), each template once, in step order."""
+    import jinja2
+
+    from k8slab import render
+
     context = {**topo.cluster_vars(), **lab.values, "master": topo.control_plane.name}
     templates: list[str] = []
     for step in steps if steps is not None else lab.steps:
         templates += [m for m in step.manifests if m not in templates]
     out = []
     for template in templates:
-        rel = (lab.root / "manifests" / template).relative_to(PACKAGE_ROOT).as_posix()
+        rel = f"{lab.root.name}/manifests/{template}"
         try:
-            text = render.render(rel, context)
+            text = render.render(f"manifests/{template}", context, root=lab.root)
         except jinja2.TemplateError as e:
             raise LabError(f"{rel}: {e.message}") from None
         docs = [d for d in yaml.safe_load_all(text) if d]
@@ -440,6 +537,12 @@ def kubectl_delete(
 
 
 _CONDITION = {"deployment": "Available", "pod": "Ready", "daemonset": "Ready"}
+# kubectl's AGE column and RESTARTS' "(5s ago)": they change every poll, the state does not.
+_AGE = re.compile(r"(?<!\S)\(?\d+[smhdy](\d+[smhdy])?( ago\))?(?!\S)")
+
+
+def _without_ages(line: str) -> str:
+    return " ".join(_AGE.sub("", line).split())
 
 
 def wait_ready(
@@ -472,7 +575,7 @@ def wait_ready(
                 master, f"{kubectl} get {w.kind}/{w.name} -n {w.namespace} --no-headers"
             )
             now = " ".join((state.stdout or state.stderr).split())
-            if last.get(w) != now:
+            if _without_ages(last.get(w, "")) != _without_ages(now):
                 last[w] = now
                 say(f"waiting: {w}: {now}")
         if pending and time.monotonic() > deadline:

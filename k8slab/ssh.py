@@ -2,7 +2,7 @@
 
 Host keys are checked against a known_hosts file with OpenSSH's ``accept-new`` rule: a host
 never seen before is trusted and remembered, a host whose key changed is refused. Every error
-is one line that names the host::
+is one line that names the host and says what to try next::
 
     >>> fleet = Fleet(load("inventory/lab.yaml").hosts)
     >>> fleet.run("master", "hostname").stdout
@@ -11,23 +11,31 @@ is one line that names the host::
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
 import stat
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-import paramiko
-
+from k8slab.errors import LabctlError
 from k8slab.topology import Host
+
+if TYPE_CHECKING:
+    import paramiko
 
 KNOWN_HOSTS_ENV = "LAB_KNOWN_HOSTS"
 PASSWORD_ENV = "LAB_SSH_PASSWORD"
 SUDO_PASSWORD_ENV = "LAB_SUDO_PASSWORD"
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 CONNECT_TIMEOUT = 10
+# After this long without an answer a connect is reported as waiting (it may take 10 s more).
+SLOW_CONNECT = 2.0
 # sshd's default MaxSessions is 10 and it still counts sessions that are closing: with 8 at
 # once the test bed's sshd refused channels now and then ("open failed: Connect failed").
 CHANNELS_PER_HOST = 4
@@ -36,8 +44,16 @@ _SUDO = re.compile(r"(?<![\w-])sudo(?= )")
 _SUDO_WANTS_PASSWORD = ("a password is required", "a terminal is required")
 
 
-class SSHError(Exception):
-    """A host that cannot be reached or used; the message is one line naming it."""
+class SSHError(LabctlError):
+    """A host that cannot be reached or used; the message is one line naming it, and
+    `hint` (when set) the next step to try."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}; {self.hint}" if self.hint else self.args[0]
 
 
 @dataclass(frozen=True)
@@ -56,26 +72,38 @@ def known_hosts_path(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get(KNOWN_HOSTS_ENV) or DEFAULT_KNOWN_HOSTS).expanduser()
 
 
-class _AcceptNew(paramiko.MissingHostKeyPolicy):
+def _paramiko():
+    """paramiko costs a third of a second to import: only commands that connect pay it.
+    Its transport logs a traceback per failed handshake; our one line per host says it all."""
+    import paramiko
+
+    log = logging.getLogger("paramiko")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+        log.propagate = False
+    return paramiko
+
+
+def _accept_new(path: Path, lock: threading.Lock):
     """OpenSSH's StrictHostKeyChecking=accept-new: remember a host never seen before.
 
     paramiko calls this only for a host with no known key at all; a known key of any type
     that does not match raises BadHostKeyException instead (tests/test_ssh.py shows both).
     """
+    paramiko = _paramiko()
 
-    def __init__(self, path: Path, lock: threading.Lock):
-        self.path = path
-        self.lock = lock
+    class AcceptNew(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client, hostname, key):
+            with lock:
+                # Two topology hosts may share one address (both connecting at once): write once.
+                known = paramiko.HostKeys(str(path)) if path.exists() else {}
+                if hostname not in known:
+                    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    with open(path, "a", encoding="utf-8") as f:
+                        f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            client.get_host_keys().add(hostname, key.get_name(), key)
 
-    def missing_host_key(self, client, hostname, key):
-        with self.lock:
-            # Two topology hosts may share one address (both connecting at once): write once.
-            known = paramiko.HostKeys(str(self.path)) if self.path.exists() else {}
-            if hostname not in known:
-                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                with open(self.path, "a", encoding="utf-8") as f:
-                    f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        client.get_host_keys().add(hostname, key.get_name(), key)
+    return AcceptNew()
 
 
 class Fleet:
@@ -95,6 +123,7 @@ class Fleet:
         self._locks = {name: threading.Lock() for name in self.hosts}
         self._slots = {name: threading.Semaphore(CHANNELS_PER_HOST) for name in self.hosts}
         self._known_lock = threading.Lock()
+        self.unreachable: dict[str, SSHError] = {}
 
     def __enter__(self) -> Fleet:
         return self
@@ -115,22 +144,56 @@ class Fleet:
         if name not in self.hosts:
             raise SSHError(f"{name}: not a host of the topology")
         with self._locks[name]:
+            if name in self.unreachable:
+                # Tried once already: every check on this host is the same error, not a retry.
+                raise self.unreachable[name]
             if name not in self._clients:
-                self._clients[name] = self._connect(self.hosts[name])
+                try:
+                    self._clients[name] = self._connect(self.hosts[name])
+                except SSHError as e:
+                    self.unreachable[name] = e
+                    raise
             return self._clients[name]
 
+    def connect_all(
+        self, names: list[str], waiting: Callable[[list[str]], None] | None = None
+    ) -> dict[str, SSHError]:
+        """Connect to every host at once; returns the ones that failed, by name. `waiting`
+        is called once with the hosts still connecting after SLOW_CONNECT seconds."""
+        with ThreadPoolExecutor(max(1, len(names))) as pool:
+            futures = {name: pool.submit(self.client, name) for name in names}
+            if waiting is not None:
+                done = threading.Event()
+                timer = threading.Timer(
+                    SLOW_CONNECT,
+                    lambda: (
+                        done.is_set() or waiting([n for n, f in futures.items() if not f.done()])
+                    ),
+                )
+                timer.daemon = True
+                timer.start()
+            failed = {}
+            for name, future in futures.items():
+                try:
+                    future.result()
+                except SSHError as e:
+                    failed[name] = e
+            if waiting is not None:
+                done.set()
+                timer.cancel()
+        return failed
+
     def _connect(self, h: Host) -> paramiko.SSHClient:
+        paramiko = _paramiko()
         where = self._where(h.name)
+        user = h.ssh_user or os.environ.get("USER") or "root"
         key = Path(h.ssh_key).expanduser() if h.ssh_key else None
-        if key is not None:
-            try:
-                key.open("rb").close()
-            except OSError as e:
-                raise SSHError(f"{where}: cannot read ssh_key {key}: {e.strerror}") from None
+        try_ssh = f"try: ssh{f' -i {key}' if key else ''} -p {h.ssh_port} {user}@{h.ssh_host}"
+        check_keys([h])
         client = paramiko.SSHClient()
         if self.known_hosts.exists():
             client.load_host_keys(str(self.known_hosts))
-        client.set_missing_host_key_policy(_AcceptNew(self.known_hosts, self._known_lock))
+        client.set_missing_host_key_policy(_accept_new(self.known_hosts, self._known_lock))
         try:
             client.connect(
                 h.ssh_host,
@@ -151,13 +214,15 @@ class Fleet:
             ) from None
         except paramiko.AuthenticationException:
             raise SSHError(
-                f"{where}: authentication failed for user {h.ssh_user or os.environ.get('USER')}"
+                f"{where}: authentication failed for user {user}"
                 f" (tried key {h.ssh_key or 'defaults'}, agent"
-                f"{', password' if self.password else ''}; see --ask-pass / ${PASSWORD_ENV})"
+                f"{', password' if self.password else ''}; see --ask-pass / ${PASSWORD_ENV})",
+                f"copy your key with ssh-copy-id -p {h.ssh_port} {user}@{h.ssh_host}; {try_ssh}",
             ) from None
         except (TimeoutError, OSError, paramiko.SSHException) as e:
-            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
-            raise SSHError(f"{where}: cannot connect: {reason}") from None
+            client.close()
+            problem = _connect_problem(e, h)
+            raise SSHError(f"{where}: {problem}", _connect_hint(e, try_ssh)) from None
         return client
 
     def _sudo(self, name: str, cmd: str) -> tuple[str, str | None]:
@@ -177,7 +242,7 @@ class Fleet:
         with self._slots[name]:
             try:
                 stdin, stdout, stderr = client.exec_command(remote, timeout=timeout)
-            except (TimeoutError, OSError, paramiko.SSHException) as e:
+            except (TimeoutError, OSError, _paramiko().SSHException) as e:
                 reason = str(e) or type(e).__name__
                 raise SSHError(f"{self._where(name)}: command failed: {reason}") from None
             try:
@@ -188,7 +253,7 @@ class Fleet:
                 out = stdout.read().decode("utf-8", "replace")
                 err = stderr.read().decode("utf-8", "replace")
                 code = stdout.channel.recv_exit_status()
-            except (TimeoutError, OSError, paramiko.SSHException) as e:
+            except (TimeoutError, OSError, _paramiko().SSHException) as e:
                 reason = str(e) or type(e).__name__
                 raise SSHError(f"{self._where(name)}: command failed: {reason}") from None
             finally:
@@ -241,6 +306,42 @@ class Fleet:
             raise SSHError(f"{self._where(name)}: cannot upload to {remote}: {e}") from None
         finally:
             sftp.close()
+
+
+def check_keys(hosts: list[Host] | tuple[Host, ...]) -> None:
+    """Every ssh_key file can be read: else one line naming the key and its hosts, before any
+    host is tried (labctl, and the pyinfra inventory, whose own error is a traceback)."""
+    keys: dict[Path, list[str]] = {}
+    for h in hosts:
+        if h.ssh_key:
+            keys.setdefault(Path(h.ssh_key).expanduser(), []).append(h.name)
+    for key, names in keys.items():
+        try:
+            key.open("rb").close()
+        except OSError as e:
+            raise SSHError(
+                f"cannot read ssh_key {key} (of {', '.join(names)}): {e.strerror}",
+                "fix ssh_key in the topology file (ssh-keygen -t ed25519 makes a key)",
+            ) from None
+
+
+def _connect_problem(e: Exception, h: Host) -> str:
+    """What a failed connect means, in the words a VM user knows."""
+    text = str(e)
+    if isinstance(e, ConnectionRefusedError) or "Unable to connect" in text:
+        return f"cannot connect: connection refused (nothing listens on port {h.ssh_port})"
+    if isinstance(e, TimeoutError) and "banner" not in text:
+        return f"cannot connect: no answer within {CONNECT_TIMEOUT} s"
+    if "banner" in text or "No existing session" in text or "EOF" in text:
+        # paramiko's words when a port accepts and then says nothing (or hangs up)
+        return f"cannot connect: port {h.ssh_port} accepted but sent no SSH banner"
+    return f"cannot connect: {getattr(e, 'strerror', None) or text or type(e).__name__}"
+
+
+def _connect_hint(e: Exception, try_ssh: str) -> str:
+    if "banner" in str(e) or "No existing session" in str(e) or "EOF" in str(e):
+        return f"a VirtualBox port forward to a VM still booting? wait and retry; {try_ssh}"
+    return f"is the VM running? check ssh_host/ssh_port; {try_ssh}"
 
 
 def _sftp_mkdir(sftp: paramiko.SFTPClient, path: str) -> None:

@@ -17,14 +17,17 @@ import os
 import re
 import tarfile
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from k8slab.errors import LabctlError
+
 # The package's own data (labs/, templates/, manifests/, preflight/) ships inside it, so an
 # installed labctl finds it as a clone does. REPO_ROOT is only where a clone keeps inventory/.
-PACKAGE_ROOT = Path(__file__).resolve().parent
+PACKAGE_ROOT = Path(str(files("k8slab")))
 REPO_ROOT = PACKAGE_ROOT.parent
 DEFAULT_PATH = Path("inventory") / "lab.yaml"
 ENV_VAR = "LAB_CONFIG"
@@ -71,7 +74,7 @@ _URL = re.compile(r"^(https?://[^/\s]+|file:/)[^\s]*$")
 _IMAGE_REPO = re.compile(r"^[a-z0-9]([a-z0-9._:-]*[a-z0-9])?(/[a-z0-9._-]+)*$")
 
 
-class TopologyError(ValueError):
+class TopologyError(LabctlError, ValueError):
     """A topology file that cannot be used; the message is one line naming the key."""
 
 
@@ -224,6 +227,12 @@ class ImageArchive:
         return {"path": self.path, "tags": list(self.tags)}
 
 
+def _clone_default() -> Path | None:
+    """The clone's own inventory/lab.yaml; an installed package has no such file."""
+    path = REPO_ROOT / DEFAULT_PATH
+    return path if (REPO_ROOT / "pyproject.toml").is_file() else None
+
+
 def resolve_path(path: str | os.PathLike | None = None) -> Path:
     """--config beats $LAB_CONFIG beats ./inventory/lab.yaml beats the clone's own file."""
     if path:
@@ -232,26 +241,51 @@ def resolve_path(path: str | os.PathLike | None = None) -> Path:
         return Path(os.environ[ENV_VAR]).expanduser()
     if DEFAULT_PATH.exists():
         return DEFAULT_PATH
-    return REPO_ROOT / DEFAULT_PATH
+    return _clone_default() or DEFAULT_PATH
 
 
 def load(path: str | os.PathLike | None = None) -> Topology:
     p = resolve_path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except FileNotFoundError:
-        where = f"--config, ${ENV_VAR}, ./{DEFAULT_PATH}, {REPO_ROOT / DEFAULT_PATH}"
-        raise TopologyError(f"topology file {p} not found (looked at: {where})") from None
+        looked = ["--config", f"${ENV_VAR}", f"./{DEFAULT_PATH}"]
+        if _clone_default():
+            looked.append(str(_clone_default()))
+        raise TopologyError(
+            f"topology file {p} not found (looked at: {', '.join(looked)}); write one as "
+            'README.md says ("Prepare your three VMs")'
+        ) from None
     except OSError as e:
         raise TopologyError(f"{p}: cannot read: {e.strerror}") from None
+    raw = parse_yaml(data, p)
+    return parse(raw, p)
+
+
+def parse_yaml(data: bytes, p: Path) -> Any:
+    """YAML text to data, with the mistakes a hand-edited file makes named and explained."""
     try:
-        raw = yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        try:
+            data.decode("cp949")
+            guess = " (it looks like CP949/EUC-KR: Windows Notepad's Korean ANSI)"
+        except UnicodeDecodeError:
+            guess = ""
+        raise TopologyError(
+            f"{p}: line {line}: not UTF-8{guess}; save it as UTF-8 (Notepad: Save as, "
+            f"Encoding UTF-8) or run: iconv -f cp949 -t utf-8 {p} > fixed.yaml"
+        ) from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
+        where = f" line {mark.line + 1}:" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise TopologyError(f"{p}:{where}: malformed YAML: {problem}") from None
-    return parse(raw, p)
+        if "'\\t'" in problem or "tab character" in problem:
+            raise TopologyError(f"{p}:{where} YAML does not allow tabs, use spaces") from None
+        raise TopologyError(f"{p}:{where} malformed YAML: {problem}") from None
 
 
 def parse(raw: Any, path: Path = DEFAULT_PATH, check_files: bool = True) -> Topology:
@@ -280,6 +314,12 @@ def parse(raw: Any, path: Path = DEFAULT_PATH, check_files: bool = True) -> Topo
     if not any(not h.is_control_plane for h in hosts):
         raise fail("hosts", "at least one host needs role: worker")
 
+    if isinstance(cfg["kube_version"], float):
+        raise fail(
+            "kube_version",
+            f"YAML read this as the number {cfg['kube_version']} (1.30 becomes 1.3): "
+            'put it in quotes, e.g. kube_version: "1.35"',
+        )
     version = str(cfg["kube_version"])
     if version not in SUPPORTED_KUBE_MINORS:
         raise fail(
@@ -468,6 +508,8 @@ def _parse_host(i: int, raw: Any, cfg: dict, fail) -> Host:
     where = f"hosts[{i}]"
     if not isinstance(raw, dict):
         raise fail(where, "expected a mapping with name, role and node_ip")
+    if isinstance(raw.get("name"), str) and _HOSTNAME.match(raw["name"]):
+        where = f"hosts[{i}] ({raw['name']})"
     _reject_unknown(raw, HOST_KEYS, f"{where}.", fail)
     for key in ("name", "role", "node_ip"):
         if raw.get(key) in (None, ""):

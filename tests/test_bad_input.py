@@ -27,8 +27,11 @@ GOOD = {
 }
 
 
-def labctl(tmp_path: Path, *args: str, timeout: float = 60) -> tuple[int, str, float]:
-    """Run labctl in a scratch directory; returns (exit code, the one stderr line, seconds)."""
+def labctl(
+    tmp_path: Path, *args: str, timeout: float = 60, lines: int = 1
+) -> tuple[int, str, float]:
+    """Run labctl in a scratch directory; returns (exit code, the stderr lines, seconds):
+    `lines` of them (one per host for connection errors), joined by newlines."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
     start = time.monotonic()
     r = subprocess.run(
@@ -43,9 +46,9 @@ def labctl(tmp_path: Path, *args: str, timeout: float = 60) -> tuple[int, str, f
     seconds = time.monotonic() - start
     assert "Traceback" not in r.stdout + r.stderr
     assert r.stdout == ""
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    return r.returncode, lines[0], seconds
+    said = r.stderr.strip().splitlines()
+    assert len(said) == lines, r.stderr
+    return r.returncode, "\n".join(said), seconds
 
 
 def topology(tmp_path: Path, data: dict | str) -> Path:
@@ -75,7 +78,7 @@ TOPOLOGY_ERRORS = [
     (
         "unknown-host-key",
         with_hosts(CP, {**W1, "node_pi": "10.0.2.4"}),
-        "{p}: hosts[1].node_pi: unknown key (did you mean 'node_ip'?)",
+        "{p}: hosts[1] (slave1).node_pi: unknown key (did you mean 'node_ip'?)",
     ),
     (
         "bad-ip",
@@ -133,23 +136,34 @@ def test_topology_file_missing_says_where_it_looked(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     assert line == (
         "Error: topology file nope.yaml not found (looked at: --config, $LAB_CONFIG, "
-        f"./inventory/lab.yaml, {repo}/inventory/lab.yaml)"
+        f"./inventory/lab.yaml, {repo}/inventory/lab.yaml); write one as README.md says "
+        '("Prepare your three VMs")'
     )
 
 
 def test_unknown_lab(tmp_path):
     code, line, _ = labctl(tmp_path, "--config", str(topology(tmp_path, GOOD)), "verify", "ch99")
-    assert (code, line) == (2, "Error: no lab 'ch99' (labs: ch09)")
+    assert (code, line) == (2, "Error: no lab 'ch99' (did you mean 'ch09'?) (labs: ch09)")
 
 
 def test_unknown_check_id(tmp_path):
     path = str(topology(tmp_path, GOOD))
     code, line, _ = labctl(tmp_path, "--config", path, "verify", "ch09", "--only", "net.nope")
     assert code == 2
-    assert line.startswith("Error: ch09: no check 'net.nope' (checks: cluster.api, net.nodes, ")
+    assert line.startswith(
+        "Error: ch09: no check 'net.nope' (did you mean 'net.nodes'?) "
+        "(groups: cluster, net, dns, storage; checks: cluster.api, net.nodes, "
+    )
     code, line, _ = labctl(tmp_path, "--config", path, "doctor", "--skip", "swapp")
     assert code == 2
-    assert line.startswith("Error: preflight: no check 'swapp' (checks: sudo, os, cpus, ")
+    assert line.startswith(
+        "Error: preflight: no check 'swapp' (did you mean 'swap'?) (groups: memory, swap, unique; "
+        "checks: sudo, os, cpus, "
+    )
+
+
+def path_hosts(path: Path) -> list[str]:
+    return [h["name"] for h in yaml.safe_load(path.read_text())["hosts"]]
 
 
 def _sshd_topology(tmp_path: Path, sshd, **top) -> Path:
@@ -165,8 +179,8 @@ def test_unreadable_key_file(tmp_path, sshd):
     code, line, _ = labctl(tmp_path, "--config", str(path), "doctor")
     assert code == 2
     assert line == (
-        f"Error: master (127.0.0.1:{sshd.port}): cannot read ssh_key {key}: "
-        "No such file or directory"
+        f"Error: cannot read ssh_key {key} (of master, {path_hosts(path)[1]}): No such file or "
+        "directory; fix ssh_key in the topology file (ssh-keygen -t ed25519 makes a key)"
     )
 
 
@@ -174,10 +188,12 @@ def test_wrong_key_is_auth_refused(tmp_path, sshd):
     key = tmp_path / "id_other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     path = _sshd_topology(tmp_path, sshd, ssh_key=str(key))
-    code, line, _ = labctl(tmp_path, "--config", str(path), "doctor")
+    code, said, _ = labctl(tmp_path, "--config", str(path), "doctor", lines=2)
     assert code == 2
-    assert line.startswith(f"Error: master (127.0.0.1:{sshd.port}): authentication failed")
-    assert str(key) in line
+    for name, line in zip(path_hosts(path), said.splitlines(), strict=True):
+        assert line.startswith(f"Error: {name} (127.0.0.1:{sshd.port}): authentication failed")
+        assert str(key) in line
+        assert line.endswith(f"try: ssh -i {key} -p {sshd.port} {sshd.user}@127.0.0.1")
 
 
 def _closed_port() -> int:
@@ -192,9 +208,12 @@ def test_host_unreachable_closed_port_names_it(tmp_path):
         {**CP, "ssh_host": "127.0.0.1", "ssh_port": port},
         {**W1, "ssh_host": "127.0.0.1", "ssh_port": port},
     )
-    code, line, _ = labctl(tmp_path, "--config", str(topology(tmp_path, data)), "doctor")
+    path = topology(tmp_path, data)
+    code, said, _ = labctl(tmp_path, "--config", str(path), "doctor", lines=2)
     assert code == 2
-    assert line.startswith(f"Error: master (127.0.0.1:{port}): cannot connect: ") or (
-        line.startswith(f"Error: slave1 (127.0.0.1:{port}): cannot connect: ")
-    )
-    assert line.endswith(f"cannot connect: Unable to connect to port {port} on 127.0.0.1")
+    for name, line in zip(("master", "slave1"), said.splitlines(), strict=True):
+        assert line == (
+            f"Error: {name} (127.0.0.1:{port}): cannot connect: connection refused (nothing "
+            f"listens on port {port}); is the VM running? check ssh_host/ssh_port; "
+            f"try: ssh -p {port} gurumee@127.0.0.1"
+        )

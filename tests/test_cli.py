@@ -74,7 +74,7 @@ def test_render_prints_one_multi_document_yaml():
 def test_render_out_writes_one_file_per_object(tmp_path):
     result = run("render", "ch09", "--out", str(tmp_path / "m"))
     assert result.exit_code == 0
-    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    files = sorted(p.name for p in (tmp_path / "m").glob("*.yaml"))
     assert files == [
         "01-namespace-gurumee.yaml",
         "02-deployment-simple-app-dep.yaml",
@@ -86,11 +86,26 @@ def test_render_out_writes_one_file_per_object(tmp_path):
     assert yaml.safe_load((tmp_path / "m" / files[3]).read_text())["kind"] == "Pod"
 
 
+def test_render_out_again_leaves_no_stale_file_and_spares_other_folders(tmp_path):
+    run("render", "ch09", "--out", str(tmp_path / "m"))
+    again = run("render", "ch09", "--only", "hostpath", "--out", str(tmp_path / "m"))
+    assert again.exit_code == 0, again.output
+    left = sorted(p.name for p in (tmp_path / "m").glob("*.yaml"))
+    assert left == ["01-pod-volume-hostpath.yaml"]
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    refused = run("render", "ch09", "--out", str(tmp_path / "mine"))
+    assert refused.exit_code == 2
+    assert "holds files labctl render did not write (notes.txt)" in refused.output
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (("--config", "/nonexistent.yaml", "labs"), "topology file /nonexistent.yaml not found"),
-        (("render", "ch10"), "no lab 'ch10' (labs: ch09)"),
+        (("render", "ch10"), "no lab 'ch10' (did you mean 'ch09'?) (labs: ch09)"),
         (("render", "ch09", "--only", "nfs"), "ch09: no step 'nfs'"),
         (("verify", "--only", "net.nope"), "ch09: no check 'net.nope'"),
         (("verify", "--record", "a", "--replay", "."), "--record and --replay cannot be combined"),
@@ -117,12 +132,13 @@ def test_a_bad_topology_override_is_a_config_error(tmp_path):
     result = CliRunner().invoke(main, ["--config", str(tmp_path / "t.yaml"), "render"])
     assert result.exit_code == 2
     assert result.output.strip() == (
-        "Error: topology: labs.ch09.replica: unknown key (did you mean 'replicas'?)"
+        f"Error: {tmp_path / 't.yaml'}: labs.ch09.replica: unknown key (did you mean 'replicas'?)"
     )
 
 
-def test_delete_asks_first(tmp_path):
-    result = run("delete", "ch09", input="n\n")
-    assert result.exit_code == 1
-    assert "Delete namespace/gurumee, deployment/simple-app-dep" in result.output
-    assert "Aborted" in result.output
+def test_delete_without_a_terminal_needs_yes(tmp_path):
+    result = run("delete", "ch09", input="y\n")
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "Error: delete changes the cluster and slave1, slave2: pass --yes (no terminal to ask on)"
+    )

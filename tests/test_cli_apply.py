@@ -22,7 +22,9 @@ case "$1" in
   get) case "$2" in
          events) echo "LAST SEEN TYPE REASON OBJECT MESSAGE"
                  echo "5s Warning FailedMount pod/volume-hostpath hostPath type check failed" ;;
-         *) echo "volume-hostpath 0/1 ContainerCreating 0 5s" ;;
+         *) n=$(cat "$COUNT" 2>/dev/null || echo 0)   # AGE grows every poll; the state
+            [ "$n" -lt 3 ] && phase=ContainerCreating || phase=Running  # changes once
+            echo "volume-hostpath 0/1 $phase 0 $(( n * 2 ))s" ;;
        esac ;;
 esac
 """
@@ -63,7 +65,7 @@ def test_apply_prepares_uploads_applies_and_waits(lab_env):
     )
     assert "master: applied 01-pod-volume-hostpath.yaml" in lines
     assert (
-        "waiting: pod/volume-hostpath -n default: volume-hostpath 0/1 ContainerCreating 0 5s"
+        "waiting: pod/volume-hostpath -n default: volume-hostpath 0/1 ContainerCreating 0 2s"
         in lines
     )
     assert "ready: pod/volume-hostpath -n default" in lines
@@ -74,13 +76,25 @@ def test_apply_prepares_uploads_applies_and_waits(lab_env):
     assert (htdocs / "index.html").exists()
 
 
+def test_apply_says_waiting_only_when_the_state_changes(lab_env):
+    # Six polls; the AGE column changes on each, the phase once: two waiting lines, not six.
+    labctl, _, _ = lab_env
+    result = labctl("apply", "ch09", "--only", "hostpath", ready_after=7)
+    assert result.exit_code == 0, result.output
+    waiting = [line for line in result.output.splitlines() if line.startswith("waiting:")]
+    assert waiting == [
+        "waiting: pod/volume-hostpath -n default: volume-hostpath 0/1 ContainerCreating 0 2s",
+        "waiting: pod/volume-hostpath -n default: volume-hostpath 0/1 Running 0 6s",
+    ]
+
+
 def test_apply_timeout_names_the_object_and_its_events(lab_env):
     labctl, _, _ = lab_env
     result = labctl("apply", "ch09", "--only", "hostpath", "--timeout", "1", ready_after=99)
     assert result.exit_code == 1
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error: timed out after 1s: pod/volume-hostpath -n default not ready")
-    assert "(volume-hostpath 0/1 ContainerCreating 0 5s)" in last
+    assert "(volume-hostpath 0/1 ContainerCreating 0 2s)" in last
     assert "hostPath type check failed" in last
 
 

@@ -154,12 +154,18 @@ def run(*args: str):
 
 
 def rows(output: str) -> dict[tuple[str, str], str]:
-    """(check, host) -> "STATUS evidence" from the table."""
-    found = {}
+    """(check, host) -> "STATUS evidence" from the table (evidence wrapped under its column
+    is joined back)."""
+    found, last = {}, None
     for line in output.splitlines():
         words = line.split()
         if len(words) >= 3 and words[2] in ("PASS", "FAIL", "SKIP", "ERROR"):
-            found[(words[0], words[1])] = " ".join(words[2:])
+            last = (words[0], words[1])
+            found[last] = " ".join(words[2:])
+        elif last and line.startswith(" ") and words and words[0] != "hint:":
+            found[last] += " " + " ".join(words)
+        else:
+            last = None
     return found
 
 
@@ -330,10 +336,18 @@ def test_bad_host_fails_with_evidence_and_hint(tmp_path, edits, check, host, evi
     assert r.exit_code == 1, r.output
     table = rows(r.output)
     assert table[(check, host)].startswith("FAIL"), r.output
-    assert evidence in table[(check, host)]
+    # evidence wraps at the column's width, long words included
+    assert "".join(evidence.split()) in "".join(table[(check, host)].split())
     lines = r.output.splitlines()
     at = next(i for i, line in enumerate(lines) if line.split()[:2] == [check, host])
-    assert lines[at + 1].strip().startswith("hint: ") and hint in lines[at + 1]
+    # the hint follows the row's (wrapped) evidence, and wraps under itself
+    start = next(i for i in range(at + 1, len(lines)) if lines[i].strip().startswith("hint: "))
+    said = [lines[start].strip()]
+    for line in lines[start + 1 :]:
+        if not line.startswith("              "):
+            break
+        said.append(line.strip())
+    assert hint in " ".join(said)
     failed = [k for k, v in table.items() if v.startswith("FAIL")]
     # Only the edited host fails, except that duplicates fail on both hosts that share them.
     assert all(k[0] == check for k in failed), failed
@@ -408,7 +422,9 @@ def test_skip_unknown_check_is_one_line_exit_2(tmp_path):
     assert r.exit_code == 2
     assert (
         r.output.strip().splitlines() == [r.output.strip().splitlines()[0]]
-        and "Error: preflight: no check 'clocks' (checks: sudo, os," in r.output
+        and "Error: preflight: no check 'clocks' (did you mean 'clock'?) (groups: memory, swap, "
+        "unique; checks: sudo, os,"
+        in r.output
     )
 
 
@@ -426,11 +442,18 @@ def test_replay_of_a_lab_bundle_is_refused(tmp_path):
 def test_cgroup_v1_is_a_warning_when_the_topology_allows_it(tmp_path):
     edits = {(h, "cgroup-v2/fstype"): "tmpfs\n" for h in ("master", "slave1", "slave2")}
     allowed = {**TOPOLOGY, "allow_cgroup_v1": True}
-    r = run("doctor", "--replay", str(write(tmp_path / "b", edits, topology=allowed)))
+    bundle = str(write(tmp_path / "b", edits, topology=allowed))
+    r = run("doctor", "--replay", bundle, "--format", "json")
     assert r.exit_code == 0, r.output
-    assert rows(r.output)[("cgroup-v2", "slave2")] == (
-        "PASS warning: cgroup v1, allowed by allow_cgroup_v1 (kubelet failCgroupV1: false) "
-        "(printed: tmpfs)"
+    (row,) = [
+        c
+        for c in json.loads(r.output)["checks"]
+        if c["id"] == "cgroup-v2" and c["host"] == "slave2"
+    ]
+    assert (row["status"], row["evidence"]) == (
+        "pass",
+        "warning: cgroup v1, allowed by allow_cgroup_v1 (kubelet failCgroupV1: false) "
+        "(printed: tmpfs)",
     )
     r = run("doctor", "--replay", str(write(tmp_path / "c", edits)))
     assert r.exit_code == 1 and rows(r.output)[("cgroup-v2", "slave2")].startswith("FAIL")

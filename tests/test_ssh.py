@@ -101,7 +101,7 @@ def test_a_known_key_of_another_type_is_refused_too(env, sshd, tmp_path):
     assert known.read_text() == stale + "\n"
 
 
-def test_an_unreachable_host_is_one_line_naming_it(env, sshd, tmp_path):
+def test_an_unreachable_host_is_one_line_per_host(env, sshd, tmp_path):
     config, known, _ = env
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -110,8 +110,10 @@ def test_an_unreachable_host_is_one_line_naming_it(env, sshd, tmp_path):
     config.write_text(text)
     result = labctl(config, known, "verify")
     assert result.exit_code == 2
-    (line,) = result.output.strip().splitlines()
-    assert f"(127.0.0.1:{closed}): cannot connect" in line
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2  # master and the worker, both on the closed port
+    for line in lines:
+        assert f"(127.0.0.1:{closed}): cannot connect: connection refused" in line
     assert "Traceback" not in result.output
 
 

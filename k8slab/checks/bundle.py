@@ -1,7 +1,7 @@
 """Support bundles: every command a `labctl verify` ran, with its output, saved to a directory
-(`--record DIR`) and graded again offline (`--replay DIR`).
+(`--record DIR`) and graded again offline (`--replay DIR`, or the `.tgz` of it a learner sends).
 
-Layout (README.md, "Support bundles")::
+Layout (documented in README.md, "Support bundles"; the checks in k8slab/labs/ch09/README.md)::
 
     DIR/bundle.json          index: format, lab, checks, tool, created, topology, commands[]
     DIR/commands/NNN-HOST.out  stdout of command NNN on HOST
@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tarfile
+import tempfile
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from k8slab.checks.engine import Commands, NotRecorded
+from k8slab.errors import LabctlError
 from k8slab.ssh import Result
 from k8slab.topology import Topology, TopologyError, parse
 
@@ -28,7 +31,7 @@ FORMAT = "k8s-lab-bundle/1"
 INDEX = "bundle.json"
 
 
-class BundleError(ValueError):
+class BundleError(LabctlError, ValueError):
     """A bundle directory that cannot be written or read; one line."""
 
 
@@ -83,10 +86,33 @@ def write(
         raise BundleError(f"{directory}: cannot write the bundle: {e.strerror}") from None
 
 
+def _unpack(archive: Path, into: Path) -> Path:
+    """A bundle's .tgz (as `tar czf bundle.tgz DIR` makes it): its files only, never a path
+    outside `into`; returns the directory holding bundle.json."""
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                name = PurePosixPath(member.name)
+                plain = member.isfile() or member.isdir()  # no links, devices or fifos
+                if name.is_absolute() or ".." in name.parts or not plain:
+                    raise BundleError(f"{archive}: refusing archive member {member.name!r}")
+                tar.extract(member, into)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise BundleError(f"{archive}: not a readable .tgz bundle: {e}") from None
+    indexes = sorted(into.rglob(INDEX), key=lambda p: len(p.parts))
+    if not indexes:
+        raise BundleError(f"{archive}: no {INDEX} inside: not a bundle written by --record")
+    return indexes[0].parent
+
+
 class Replay:
-    """A recorded bundle, read back: its topology, lab id and command results."""
+    """A recorded bundle, read back: its topology, lab id and command results. `directory`
+    may also be the bundle's .tgz (or .tar.gz, .tar): it is unpacked to a temporary folder."""
 
     def __init__(self, directory: Path):
+        if directory.is_file():
+            self._unpacked = tempfile.TemporaryDirectory(prefix="k8s-lab-bundle-")
+            directory = _unpack(directory, Path(self._unpacked.name))
         path = directory / INDEX
         try:
             index = json.loads(path.read_text(encoding="utf-8"))

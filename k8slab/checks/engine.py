@@ -144,11 +144,17 @@ def verify(
             remaining = [c for c in remaining if c.id not in {r.id for r in ready}]
             jobs = {}
             for c in ready:
-                blocked = [d for d in c.after if d in ids and not _passed(d, done)]
                 for h in c.hosts(topo):
+                    blocked = [d for d in c.after if d in ids and not _passed(d, done, h.name)]
                     if blocked:
                         done[(c.id, h.name)] = CheckResult(
-                            c.id, c.title, h.name, "skip", _why_skipped(blocked[0], done), "", 0.0
+                            c.id,
+                            c.title,
+                            h.name,
+                            "skip",
+                            _why_skipped(blocked[0], done, h.name),
+                            "",
+                            0.0,
                         )
                     else:
                         jobs[(c.id, h.name)] = c, h, pool.submit(_timed, c, h, topo, commands)
@@ -172,14 +178,21 @@ def _finished(check_id: str, done: dict) -> bool:
     return any(k[0] == check_id for k in done)
 
 
-def _why_skipped(check_id: str, done: dict) -> str:
-    """The prerequisite and what it found, so a skipped row says why without its hint:
-    the hint is shown once, on the prerequisite's own row."""
-    first = next(r for k, r in done.items() if k[0] == check_id and r.status != "pass")
+def _why_skipped(check_id: str, done: dict, host: str) -> str:
+    """The prerequisite and what it found (on this host when it ran here), so a skipped row
+    says why without its hint: the hint is shown once, on the prerequisite's own row."""
+    mine = done.get((check_id, host))
+    failed = [r for k, r in done.items() if k[0] == check_id and r.status != "pass"]
+    first = mine if mine is not None and mine.status != "pass" else failed[0]
     if first.status == "skip":
         return first.evidence  # already names the prerequisite that failed first
     return f"{check_id} did not pass ({first.status} on {first.host}: {first.evidence})"
 
 
-def _passed(check_id: str, done: dict) -> bool:
+def _passed(check_id: str, done: dict, host: str) -> bool:
+    """The check passed on `host` when it ran there, else on every host it ran on: an
+    unreachable slave2 does not block master's later checks."""
+    mine = done.get((check_id, host))
+    if mine is not None:
+        return mine.status == "pass"
     return all(r.status == "pass" for k, r in done.items() if k[0] == check_id)

@@ -50,13 +50,18 @@ def across(run: Callable[[str, str], Result]) -> Iterator[None]:
         _peers.remove(run)
 
 
+class _PeerDown(CommandFailed):
+    """Another host could not be reached: it is left out of the comparison (its own rows
+    say why), rather than failing the hosts that answered."""
+
+
 def _peer_text(ctx: Context, host: str, name: str) -> str:
     if not _peers:
         raise CommandFailed("this kind compares hosts and needs `labctl doctor` to run it")
     try:
         r = _peers[-1](host, ctx.commands[name])
     except SSHError as e:
-        raise CommandFailed(f"cannot read {host}: {e}") from None
+        raise _PeerDown(f"cannot read {host}: {e}") from None
     if not r.ok:
         said = cause_line(r.stderr) or cause_line(r.stdout) or "no output"
         raise CommandFailed(f"{host}: `{_short(ctx.commands[name])}` exited {r.exit_code}: {said}")
@@ -152,9 +157,12 @@ def _not_shared_nat(ctx: Context, p: dict) -> Outcome:
     for other in ctx.topology.hosts:
         if other.name == ctx.host.name:
             continue
-        theirs = _default_route_addresses(
-            _peer_text(ctx, other.name, p["addrs"]), _peer_text(ctx, other.name, p["routes"])
-        )
+        try:
+            theirs = _default_route_addresses(
+                _peer_text(ctx, other.name, p["addrs"]), _peer_text(ctx, other.name, p["routes"])
+            )
+        except _PeerDown:
+            continue
         if nat in theirs:
             sharing.append(other.name)
     if len(sharing) > 1:
@@ -244,15 +252,20 @@ def _unique(ctx: Context, p: dict) -> Outcome:
         return Outcome(True, f"{WARNING}no {p['what']} on {ctx.host.name}: cannot compare")
     if not mine:
         return Outcome(False, f"no {p['what']} found on {ctx.host.name}")
-    same = [
-        other.name
-        for other in ctx.topology.hosts
-        if other.name != ctx.host.name
-        and pick(_peer_text(ctx, other.name, p["output"]), _as(ctx, other)) == mine
-    ]
+    same, compared = [], 1
+    for other in ctx.topology.hosts:
+        if other.name == ctx.host.name:
+            continue
+        try:
+            theirs = pick(_peer_text(ctx, other.name, p["output"]), _as(ctx, other))
+        except _PeerDown:
+            continue
+        compared += 1
+        if theirs == mine:
+            same.append(other.name)
     if same:
         return Outcome(False, f"{p['what']} {mine} is also that of {', '.join(same)}")
-    return Outcome(True, f"{p['what']} {mine} (unique among {len(ctx.topology.hosts)} hosts)")
+    return Outcome(True, f"{p['what']} {mine} (unique among {compared} hosts)")
 
 
 def _as(ctx: Context, host: Any) -> Context:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
-from k8slab import labs as lablib
-from k8slab.cli.common import State, one_line_errors
+from k8slab.cli.common import State, confirm, one_line_errors
 
 
 def _say(line: str) -> None:
@@ -15,14 +16,15 @@ def _say(line: str) -> None:
 def _apply_error(fn):
     """A failed build, kubectl call or timeout exits 1 with its one line (not a usage error)."""
 
+    @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from k8slab.labs import ApplyError
+
         try:
             return fn(*args, **kwargs)
-        except lablib.ApplyError as e:
+        except ApplyError as e:
             raise click.ClickException(str(e)) from None
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 
@@ -44,7 +46,8 @@ def apply(
     state: State, lab_id: str | None, only: tuple[str, ...], nodes_only: bool, timeout: int | None
 ) -> None:
     """Prepare the nodes, build the lab's images on the workers, kubectl apply its manifests
-    on master, and wait until everything is ready.
+    on master, and wait until everything is ready. Needs the cluster the deploy built
+    (except --nodes-only, which needs only the VMs).
 
     \b
     Example:
@@ -52,6 +55,8 @@ def apply(
       labctl apply ch09 --only hostpath --only emptydir
       labctl apply ch09 --nodes-only     # hostPath files and images only
     """
+    from k8slab import labs as lablib
+
     topo = state.topology()
     lab = state.lab(lab_id, topo)
     steps = lab.select_steps(only)
@@ -78,18 +83,24 @@ def apply(
 @_apply_error
 def delete(state: State, lab_id: str | None, yes: bool) -> None:
     """Remove what `labctl apply` created: the lab's objects, the workers' prepared files
-    and the images it built.
+    and the images it built. Asks first; without a terminal, only --yes goes ahead.
+    Needs the cluster.
 
     \b
     Example:
       labctl delete ch09 --yes
     """
+    from k8slab import labs as lablib
+
     topo = state.topology()
     lab = state.lab(lab_id, topo)
     manifests = lablib.render_manifests(lab, topo)
     objects = ", ".join(f"{m.kind.lower()}/{m.name}" for m in manifests)
-    if not yes:
-        click.confirm(f"Delete {objects} and the lab's node files and images?", abort=True)
+    confirm(
+        f"Delete {objects} and the lab's node files and images?",
+        f"delete changes the cluster and {', '.join(h.name for h in topo.workers)}",
+        yes,
+    )
     with state.fleet(topo, list(topo.hosts)) as fleet:
         lablib.kubectl_delete(lab, manifests, topo, fleet, _say)
         lablib.prepare_nodes(lab, lab.steps, topo, fleet, _say, undo=True)

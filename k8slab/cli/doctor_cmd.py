@@ -7,9 +7,7 @@ from pathlib import Path
 
 import click
 
-from k8slab import doctor as lib
-from k8slab.checks import bundle, report
-from k8slab.checks.engine import Commands
+from k8slab.cli import common
 from k8slab.cli.common import State, UsageError, one_line_errors, report_options
 
 
@@ -29,15 +27,19 @@ def doctor(
     """Check every host of the topology before deploying: SSH and sudo, OS release, CPUs
     and memory, swap, cgroup v2, kernel modules, unique hostname/MAC/product_uuid, node_ip,
     subnets, ports and clock. Changes nothing. A warning is a PASS whose evidence starts
-    with "warning:". Exit 0 if all pass, 1 if any fails, 2 on configuration or connection
-    errors.
+    with "warning:". Every host is reported: one that cannot be reached gets error rows.
+    Exit 0 if all pass, 1 if any fails, 2 on configuration or connection errors.
 
     \b
     Example:
-      labctl doctor
+      labctl doctor                             # connects to the VMs; no cluster needed
       labctl doctor --skip clock --format json
       labctl doctor --record doctor-bundle/     # send it along with a question
     """
+    from k8slab import doctor as lib
+    from k8slab.checks import bundle
+    from k8slab.checks.engine import Commands
+
     if record and replay:
         raise UsageError("--record and --replay cannot be combined")
     if replay:
@@ -52,12 +54,13 @@ def doctor(
     else:
         topo = state.topology()
         lab, checks = lib.prepare(topo, skip)
-        with state.fleet(topo, list(topo.hosts)) as fleet:
-            result, commands = lib.check(topo, fleet, lab, checks)
+        with common.graded_live(state, topo, list(topo.hosts), fmt) as (fleet, run):
+            result, commands = lib.check(topo, fleet, lab, checks, run=run)
+            result = common.mark_unreachable(result, fleet)
         if record:
             bundle.write(Path(record), lib.LAB_ID, [c.id for c in checks], topo, commands)
             click.echo(f"recorded {len(commands.results)} commands in {record}", err=True)
-    click.echo(report.render(result, fmt))
+    common.echo_report(result, fmt)
     if fmt == "table" and lib.warnings(result):
         click.echo(f"{lib.warnings(result)} of the passes carry a warning (see their evidence)")
     if any(r.status == "error" for r in result.results):

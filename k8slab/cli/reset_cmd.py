@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import click
 
-from k8slab import reset as lib
-from k8slab.cli.common import State, UsageError, one_line_errors
+from k8slab.cli.common import State, confirm, one_line_errors
 
 
 @click.command()
@@ -24,15 +22,14 @@ def reset(state: State, yes: bool) -> None:
 
     \b
     Example:
-      labctl reset            # asks, naming the hosts
+      labctl reset            # asks, naming the hosts (connects to them)
       labctl reset --yes      # then: labctl doctor, and deploy again
     """
+    from k8slab import reset as lib
+
     topo = state.topology()
     names = ", ".join(h.name for h in topo.hosts)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise UsageError(f"reset changes {names}: pass --yes (no terminal to ask on)")
-        click.confirm(f"Reset the Kubernetes cluster on {names}?", abort=True)
+    confirm(f"Reset the Kubernetes cluster on {names}?", f"reset changes {names}", yes)
     with state.fleet(topo, list(topo.hosts)) as fleet:
         with ThreadPoolExecutor(len(topo.hosts)) as pool:
             # every host must take sudo before any host is changed

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
+import textwrap
 from pathlib import Path
 
 import click
 
-from k8slab import status as lib
-from k8slab.checks import bundle
-from k8slab.checks.engine import Commands
-from k8slab.cli.common import State, UsageError, default_lab, one_line_errors
-from k8slab.labs import load_lab
+from k8slab.cli.common import State, UsageError, one_line_errors, replay_option, width
 
 BUNDLE_LAB = "status"
 
@@ -22,11 +20,7 @@ BUNDLE_LAB = "status"
 @click.option(
     "--record", type=click.Path(file_okay=False), help="Save every command's output here."
 )
-@click.option(
-    "--replay",
-    type=click.Path(file_okay=False, exists=True),
-    help="Show a bundle saved with --record, offline (no SSH).",
-)
+@replay_option("Show")
 @click.pass_obj
 @one_line_errors
 def status(
@@ -34,13 +28,20 @@ def status(
 ) -> None:
     """Show the nodes (Ready, version, InternalIP, runtime) from `kubectl get nodes -o wide`
     on master, each node's Weave connections (127.0.0.1:6784/status), and whether the lab's
-    objects exist. Changes nothing.
+    objects exist. Changes nothing. A host that cannot be reached is named, and the others
+    are shown (exit 2).
 
     \b
     Example:
-      labctl status
+      labctl status                      # on the cluster, over SSH
       labctl status ch09 --format json
     """
+    from k8slab import status as lib
+    from k8slab.checks import bundle
+    from k8slab.checks.engine import Commands
+    from k8slab.labs import load_lab
+
+    unreachable = False
     if record and replay:
         raise UsageError("--record and --replay cannot be combined")
     if replay:
@@ -53,10 +54,11 @@ def status(
         result = lib.collect(Commands(recorded.run), topo, lab)
     else:
         topo = state.topology()
-        lab = load_lab(lab_id or default_lab(), topo)
-        with state.fleet(topo, list(topo.hosts)) as fleet:
+        lab = state.lab(lab_id, topo)
+        with state.fleet(topo, list(topo.hosts), partial=True) as fleet:
             commands = Commands(fleet.run)
             result = lib.collect(commands, topo, lab)
+            unreachable = bool(fleet.unreachable)
         if record:
             # the bundle's "checks" field carries the lab shown, so a replay shows it too
             bundle.write(Path(record), BUNDLE_LAB, [lab.id], topo, commands)
@@ -64,4 +66,15 @@ def status(
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
-        click.echo(lib.render_table(result, topo))
+        # long lines (a kubectl error, a host's connection error) wrap under their row
+        lines = lib.render_table(result, topo).splitlines()
+        fitted = [
+            wrapped
+            for line in lines
+            for wrapped in textwrap.wrap(
+                line, width(), subsequent_indent="      ", break_on_hyphens=False
+            )
+            or [""]
+        ]
+        click.echo("\n".join(fitted))
+    sys.exit(2 if unreachable else 0)

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import click
 
-from k8slab.checks import bundle, report
-from k8slab.checks.engine import Commands, hosts_needed
-from k8slab.checks.engine import verify as grade
+from k8slab.cli import common
 from k8slab.cli.common import State, UsageError, one_line_errors, report_options
 
 
@@ -33,17 +31,23 @@ def verify(
     replay: str | None,
 ) -> None:
     """Run the lab's checks and grade them: exit 0 if all pass, 1 if any fails, 2 on
-    usage, configuration or connection errors.
+    usage, configuration or connection errors. A host that cannot be reached is reported
+    and its checks are errors; the others are graded.
 
     \b
     Example:
-      labctl verify
+      labctl verify                                  # over SSH, on the cluster
       labctl verify ch09 --only storage --format json
       labctl verify --record bundle/ && tar czf bundle.tgz bundle/
-      labctl verify --replay bundle/
+      labctl verify --replay bundle.tgz              # offline, no cluster needed
     """
+    from k8slab.checks import bundle
+    from k8slab.checks.engine import Commands, hosts_needed
+    from k8slab.checks.engine import verify as grade
+
     if record and replay:
         raise UsageError("--record and --replay cannot be combined")
+    unreachable = False
     if replay:
         recorded = bundle.Replay(Path(replay))
         if lab_id and lab_id != recorded.lab:
@@ -56,11 +60,13 @@ def verify(
         topo = state.topology()
         lab = state.lab(lab_id, topo)
         checks = lab.select_checks(only)
-        with state.fleet(topo, hosts_needed(checks, topo)) as fleet:
-            commands = Commands(fleet.run)
-            result = grade(lab, topo, commands, checks)
+        hosts = hosts_needed(checks, topo)
+        with common.graded_live(state, topo, hosts, fmt) as (fleet, run):
+            commands = Commands(run)
+            result = common.mark_unreachable(grade(lab, topo, commands, checks), fleet)
+            unreachable = bool(fleet.unreachable)
         if record:
             bundle.write(Path(record), lab.id, [c.id for c in checks], topo, commands)
             click.echo(f"recorded {len(commands.results)} commands in {record}", err=True)
-    click.echo(report.render(result, fmt))
-    sys.exit(result.exit_code)
+    common.echo_report(result, fmt)
+    sys.exit(2 if unreachable else result.exit_code)

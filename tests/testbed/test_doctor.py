@@ -11,6 +11,7 @@ host) and restored.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,15 +123,16 @@ def test_swap_line_in_fstab_fails(all_up):
     assert "k8slab-doctor-test" not in all_up.ssh("slave1", "cat /etc/fstab")[1]
 
 
-def test_stopped_host_is_one_line_naming_it(all_up):
+def test_stopped_host_is_one_line_naming_it_and_the_others_are_checked(all_up):
     all_up.stop("slave2")
     try:
         r = doctor(all_up)
         assert r.returncode == 2
-        assert r.stdout == ""
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1, r.stderr
         assert lines[0].startswith("Error: slave2 (10.0.2.5:22): cannot connect")
+        assert re.search(r"^os\s+master\s+PASS\s", r.stdout, re.M), r.stdout
+        assert re.search(r"^os\s+slave2\s+ERROR\s", r.stdout, re.M), r.stdout
     finally:
         all_up.start("slave2")
         # sshd answers before the boot is over; sessions opened then can be refused

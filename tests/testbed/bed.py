@@ -58,7 +58,10 @@ HOSTS = (
     HostSpec("slave1", "worker", "10.0.2.4"),
     HostSpec("slave2", "worker", "10.0.2.5"),
 )
-BY_NAME = {h.name: h for h in HOSTS}
+# Not in the topology file, not started by `up`: a worker to add later (`add_spare`), as a
+# learner adds a VM to a running cluster.
+SPARES = (HostSpec("slave3", "worker", "10.0.2.6"),)
+BY_NAME = {h.name: h for h in HOSTS + SPARES}
 
 # What the base carries. curl and gnupg exist on the course's VMs; the deploys rely on them.
 PACKAGES = (
@@ -603,7 +606,7 @@ def host_key(name: str) -> Path:
 
 def known_hosts_lines() -> list[str]:
     lines = []
-    for h in HOSTS:
+    for h in HOSTS + SPARES:
         pub = Path(str(host_key(h.name)) + ".pub").read_text().split()
         lines.append(f"{h.ip} {pub[0]} {pub[1]}")
     return lines
@@ -632,7 +635,7 @@ def _fix_root_known_hosts() -> None:
     kh = Path.home() / ".ssh" / "known_hosts"
     kh.parent.mkdir(mode=0o700, exist_ok=True)
     wanted = known_hosts_lines()
-    for h, line in zip(HOSTS, wanted, strict=True):
+    for h, line in zip(HOSTS + SPARES, wanted, strict=True):
         if not kh.exists():
             break
         found = run(["ssh-keygen", "-F", h.ip, "-f", str(kh)], check=False, quiet=True).stdout
@@ -824,10 +827,10 @@ def _authorize(root: Path) -> None:
     ak.chmod(0o600)
 
 
-def ensure_roots(base: Path) -> None:
+def ensure_roots(base: Path, hosts: tuple[HostSpec, ...] = HOSTS) -> None:
     ROOTS.mkdir(parents=True, exist_ok=True)
     key = base_key()
-    for h in HOSTS:
+    for h in hosts:
         root = root_of(h.name)
         stamp = root / ".testbed-host"
         if stamp.exists() and stamp.read_text().strip() == key:
@@ -962,6 +965,14 @@ def cgroup_mounts() -> list[Path]:
     return out
 
 
+def peak_memory(name: str) -> int | None:
+    for mnt in cgroup_mounts():
+        usage = mnt / CGROUP_PARENT / name / "memory.max_usage_in_bytes"
+        if usage.is_file():
+            return int(usage.read_text())
+    return None
+
+
 def remove_cgroups(name: str | None = None) -> None:
     for mnt in cgroup_mounts():
         top = mnt / CGROUP_PARENT
@@ -1075,7 +1086,7 @@ def up() -> Path:
     t0 = time.monotonic()
     STATE.mkdir(parents=True, exist_ok=True)
     base = ensure_base()
-    for h in HOSTS:
+    for h in HOSTS + SPARES:
         host_key(h.name)
     lab = write_state_files()
     ensure_bridge()
@@ -1089,14 +1100,39 @@ def up() -> Path:
     return lab
 
 
+def add_spare(name: str) -> None:
+    """Give the spare host a fresh root and start it (the bed must be up)."""
+    spare = next(h for h in SPARES if h.name == name)
+    if host_running(name):
+        stop_host(name)
+    for d in (root_of(name), ROOTS / f"{name}.tmp"):
+        if d.exists():
+            _umount_under(d)
+            shutil.rmtree(d)
+    ensure_roots(ensure_base(), (spare,))
+    start_host(name)
+
+
+def renew_roots() -> None:
+    """Every host (spares too) stopped and its root copied anew from the base: bare hosts."""
+    for h in HOSTS + SPARES:
+        stop_host(h.name)
+        for d in (root_of(h.name), ROOTS / f"{h.name}.tmp"):
+            if d.exists():
+                _umount_under(d)
+                shutil.rmtree(d)
+    remove_cgroups()
+    up()
+
+
 def down(keep_roots: bool = False) -> None:
-    for h in HOSTS:
+    for h in HOSTS + SPARES:
         stop_host(h.name)
     stop_proxy()
     remove_bridge()
     remove_cgroups()
     if not keep_roots and ROOTS.exists():
-        for h in HOSTS:
+        for h in HOSTS + SPARES:
             for d in (root_of(h.name), ROOTS / f"{h.name}.tmp"):
                 if d.exists():
                     _umount_under(d)

@@ -1,4 +1,5 @@
-"""The `testbed` fixture: three real SSH hosts (systemd-nspawn) for the deploy tests.
+"""The `testbed` fixture: three real SSH hosts (systemd-nspawn) for the deploy tests and the
+end-to-end run (tests/e2e); tests/conftest.py makes it one fixture for both.
 
     def test_x(testbed):
         rc, out, err = testbed.ssh("master", "hostname")   # as root, via gurumee + sudo
@@ -56,6 +57,18 @@ class Testbed:
 
     def running(self, host: str) -> bool:
         return bed.host_running(host)
+
+    def renew_roots(self) -> None:
+        """Bare hosts again: every root copied anew from the base, then booted."""
+        bed.renew_roots()
+
+    def add_spare(self, host: str) -> None:
+        """Boot a bare spare host (slave3, 10.0.2.6), not in the topology file."""
+        bed.add_spare(host)
+
+    def peak_memory(self, host: str) -> int | None:
+        """The most memory the host has used since it booted, in bytes (cgroup v1 only)."""
+        return bed.peak_memory(host)
 
     def env(self) -> dict[str, str]:
         """Environment for running pyinfra/labctl against the bed."""

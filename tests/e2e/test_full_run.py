@@ -1,0 +1,201 @@
+"""The whole chapter on a real kubeadm cluster, on the test bed, as a learner runs it.
+
+Runs only when an offline folder is there (see offline.py and README.md here): the
+Kubernetes packages, cri-dockerd and every image come from it, never from the internet.
+The steps depend on each other and run in order; a step whose predecessor failed is skipped.
+What the project's own commands print is kept in $K8SLAB_E2E_OUT (default tests/e2e/.out).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from . import offline
+
+pytestmark = [pytest.mark.testbed, pytest.mark.e2e]
+
+OUT = Path(os.environ.get("K8SLAB_E2E_OUT") or Path(__file__).parent / ".out")
+LABCTL = str(Path(sys.executable).with_name("labctl"))
+PHASE = re.compile(r"Starting operation: ([^|\n]+?) \|")
+
+
+@pytest.fixture(scope="module")
+def offline_dir() -> Path:
+    found = offline.folder()
+    if not found:
+        pytest.skip(
+            f"no offline folder: set ${offline.ENV} or put one at {offline.DEFAULT} "
+            "(tests/e2e/README.md says what it holds)"
+        )
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster(testbed, offline_dir):
+    """Fresh hosts (new roots from the base) and a topology that installs from offline_dir."""
+    testbed.renew_roots()
+    cgroup_v1 = not Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    raw = yaml.safe_load(testbed.config.read_text())
+    raw.update(offline.source_keys(offline_dir, cgroup_v1))
+    config = testbed.state / "e2e-lab.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    OUT.mkdir(parents=True, exist_ok=True)
+    testbed.e2e_config = config
+    return testbed
+
+
+def env(cluster) -> dict[str, str]:
+    return {**os.environ, "LAB_CONFIG": str(cluster.e2e_config)}
+
+
+def deploy(cluster, name: str, *extra: str) -> dict:
+    """`pyinfra -y inventory/lab.py deploys/cluster.py`, timed per phase from its own output."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [cluster.pyinfra_exe(), "-y", "inventory/lab.py", "deploys/cluster.py", *extra],
+        cwd=cluster.repo,
+        env=env(cluster),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines, starts = [], []
+    for line in proc.stdout:
+        lines.append(line)
+        found = PHASE.search(line)
+        if found and (not starts or starts[-1][0] != found.group(1)):
+            starts.append((found.group(1), time.monotonic() - t0))
+    proc.wait(timeout=3600)
+    total = time.monotonic() - t0
+    output = "".join(lines)
+    (OUT / f"{name}.log").write_text(output)
+    phases: dict[str, float] = {"(connect, facts, pre-flight)": starts[0][1] if starts else total}
+    for (phase, start), end in zip(starts, [s for _, s in starts[1:]] + [total], strict=True):
+        phases[phase] = round(phases.get(phase, 0) + end - start, 1)
+    result = {
+        "command": "pyinfra -y inventory/lab.py deploys/cluster.py " + " ".join(extra),
+        "exit_code": proc.returncode,
+        "seconds": round(total, 1),
+        "phases": phases,
+        "changes": changes(output),
+    }
+    (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    result["output"] = output
+    return result
+
+
+def changes(output: str) -> dict[str, int]:
+    """Operations pyinfra reports as changed ("[host] Success"), per host."""
+    counts: dict[str, int] = {}
+    for m in re.finditer(r"^\s*\[(\S+)\] Success\s*$", output, re.M):
+        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return counts
+
+
+def labctl(cluster, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [LABCTL, "--config", str(cluster.e2e_config), "--known-hosts", str(cluster.known_hosts)]
+        + list(args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    r.seconds = round(time.monotonic() - t0, 1)
+    return r
+
+
+def kubectl(cluster, args: str) -> str:
+    rc, out, err = cluster.ssh("master", f"kubectl --kubeconfig /etc/kubernetes/admin.conf {args}")
+    assert rc == 0, err
+    return out
+
+
+def test_deploy_from_bare_hosts(cluster):
+    r = deploy(cluster, "deploy-1")
+    print(json.dumps({k: v for k, v in r.items() if k != "output"}, indent=2))
+    assert r["exit_code"] == 0, r["output"][-6000:]
+    nodes = kubectl(cluster, "get nodes -o wide --no-headers")
+    (OUT / "nodes.txt").write_text(nodes)
+    ready = {line.split()[0]: line.split()[1] for line in nodes.splitlines()}
+    assert ready == {h: "Ready" for h in cluster.hosts}, nodes
+
+
+def test_second_run_changes_nothing(cluster):
+    r = deploy(cluster, "deploy-2")
+    print(f"no-op re-run of cluster.py: {r['seconds']} s")
+    assert r["exit_code"] == 0, r["output"][-6000:]
+    assert not r["changes"], r["output"][-6000:]
+
+
+def test_labctl_apply(cluster):
+    r = labctl(cluster, "apply", "ch09")
+    (OUT / "apply.log").write_text(r.stdout + r.stderr)
+    print(f"labctl apply ch09: {r.seconds} s")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-6000:]
+
+
+def test_labctl_verify(cluster):
+    bundle = OUT / "verify-bundle"
+    r = labctl(cluster, "verify", "--record", str(bundle), "--format", "json")
+    (OUT / "verify.json").write_text(r.stdout)
+    report = json.loads(r.stdout)
+    print(f"labctl verify: {r.seconds} s, totals {report['totals']}")
+    failed = [f"{c['id']}@{c['host']}: {c['evidence']}" for c in report["checks"]]
+    failed = [f for f, c in zip(failed, report["checks"], strict=True) if c["status"] != "pass"]
+    assert r.returncode == 0 and not failed, "\n".join(failed) + r.stderr
+
+
+def test_labctl_status(cluster):
+    r = labctl(cluster, "status", "--format", "json")
+    (OUT / "status.json").write_text(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    status = json.loads(r.stdout)
+    assert status, r.stdout
+
+
+def test_master_peak_memory(cluster):
+    peak = cluster.peak_memory("master")
+    (OUT / "master-peak-memory.txt").write_text(f"{peak}\n")
+    print(f"master peak memory: {peak / 2**20:.0f} MiB")
+
+
+def test_labctl_delete(cluster):
+    r = labctl(cluster, "delete", "ch09", "--yes")
+    (OUT / "delete.log").write_text(r.stdout + r.stderr)
+    assert r.returncode == 0, r.stdout + r.stderr
+    left = kubectl(cluster, "get pod -A --no-headers")
+    assert not re.search(r"\b(nginx|volume-empty-dir|volume-hostpath|simple-app)", left), left
+
+
+def test_add_a_fourth_host_with_limit(cluster):
+    cluster.add_spare("slave3")
+    raw = yaml.safe_load(cluster.e2e_config.read_text())
+    raw["hosts"].append({"name": "slave3", "role": "worker", "node_ip": "10.0.2.6"})
+    cluster.e2e_config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    r = deploy(cluster, "deploy-add-slave3", "--limit", "slave3")
+    assert r["exit_code"] == 0, r["output"][-6000:]
+    assert set(r["changes"]) == {"slave3"}, r["changes"]
+    out = kubectl(cluster, "wait --for=condition=Ready node/slave3 --timeout=300s")
+    assert "condition met" in out, out
+
+
+def test_reset_then_fresh_deploy(cluster):
+    r = labctl(cluster, "reset", "--yes")
+    (OUT / "reset.log").write_text(r.stdout + r.stderr)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rc, out, _ = cluster.ssh("master", "ls /etc/kubernetes/admin.conf")
+    assert rc != 0, out
+    r = deploy(cluster, "deploy-after-reset")
+    assert r["exit_code"] == 0, r["output"][-6000:]
+    nodes = kubectl(cluster, "get nodes --no-headers")
+    assert all(line.split()[1] == "Ready" for line in nodes.splitlines()), nodes

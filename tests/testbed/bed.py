@@ -395,6 +395,8 @@ exit 0
 # oom_score_adj: runc fails every pod sandbox (cri-dockerd asks for -998) with "can't get
 # final child's PID from pipe: EOF". Docker runs containers through this wrapper (the drop-in
 # below), which raises a negative oomScoreAdj in the bundle's config.json to 0, then runs runc.
+# Likewise nspawn's bounding set lacks some capabilities a privileged container (kube-proxy,
+# weave) is given, and runc fails with "unable to apply caps": the wrapper drops those.
 RUNC_WRAPPER = """\
 #!/usr/bin/python3
 import json
@@ -417,8 +419,26 @@ if "create" in args or "run" in args:
     except OSError:
         spec = None
     process = (spec or {}).get("process") or {}
-    if process.get("oomScoreAdj", 0) < 0:
+    changed = process.get("oomScoreAdj", 0) < 0
+    if changed:
         process["oomScoreAdj"] = 0
+    with open("/proc/self/status") as f:
+        bounding = int(next(x for x in f if x.startswith("CapBnd:")).split()[1], 16)
+    names = (
+        "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP "
+        "LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER "
+        "SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE "
+        "SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP "
+        "MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF "
+        "CHECKPOINT_RESTORE"
+    ).split()
+    allowed = {"CAP_" + n for i, n in enumerate(names) if bounding >> i & 1}
+    for kind, caps in (process.get("capabilities") or {}).items():
+        kept = [c for c in caps if c in allowed]
+        if kept != caps:
+            process["capabilities"][kind] = kept
+            changed = True
+    if changed:
         with open(path, "w") as f:
             json.dump(spec, f)
 runc = next((p for p in ("/usr/sbin/runc", "/usr/bin/runc") if os.path.exists(p)), None)
@@ -836,7 +856,8 @@ def ensure_roots(base: Path, hosts: tuple[HostSpec, ...] = HOSTS) -> None:
         if stamp.exists() and stamp.read_text().strip() == key:
             continue
         if host_running(h.name):
-            raise TestbedError(f"{h.name} runs on an outdated root; run `down` first")
+            log(f"{h.name} runs on an outdated root: stopping it for a new one")
+            stop_host(h.name)
         t0 = time.monotonic()
         tmp = ROOTS / f"{h.name}.tmp"
         for d in (tmp, root):

@@ -64,3 +64,16 @@ def test_the_runtime_is_registered_beside_the_products_daemon_json(docker_hosts)
     assert (rc, out.strip()) == (0, "testbed"), err
     daemon = json.loads(docker_hosts.ssh("slave1", "cat /etc/docker/daemon.json")[1])
     assert "default-runtime" not in daemon and "runtimes" not in daemon
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_a_privileged_container_runs(docker_hosts, host):
+    # kube-proxy and weave run privileged: Docker grants every capability it knows, some of
+    # which nspawn's bounding set lacks, and plain runc fails "unable to apply caps".
+    rc, out, err = docker_hosts.ssh(
+        host,
+        "docker run --rm --pull=never --privileged busybox:latest grep CapEff /proc/self/status",
+        timeout=120,
+    )
+    assert rc == 0, err
+    assert out.startswith("CapEff:"), out

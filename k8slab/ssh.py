@@ -11,6 +11,7 @@ is one line that names the host and says what to try next::
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -235,16 +236,34 @@ class Fleet:
             return _SUDO.sub("sudo -S -p ''", cmd), self.sudo_password + "\n"
         return _SUDO.sub("sudo -n", cmd), None
 
-    def run(self, name: str, cmd: str, timeout: float = 120) -> Result:
-        """Run a shell command on host `name`; a non-zero exit is a Result, not an error."""
-        client = self.client(name)
-        remote, stdin_text = self._sudo(name, cmd)
-        with self._slots[name]:
-            try:
-                stdin, stdout, stderr = client.exec_command(remote, timeout=timeout)
-            except (TimeoutError, OSError, _paramiko().SSHException) as e:
+    def _open(self, name: str, remote: str, timeout: float):
+        """A channel running `remote`. When the connection was lost before the command
+        started (an idle VM's network blinked, sshd restarted), connect once more and retry:
+        nothing ran yet, so that is safe."""
+        errors = (TimeoutError, OSError, EOFError, _paramiko().SSHException)
+        try:
+            return self.client(name).exec_command(remote, timeout=timeout)
+        except errors as e:
+            transport = self._clients[name].get_transport() if name in self._clients else None
+            if transport is not None and transport.is_active():
                 reason = str(e) or type(e).__name__
                 raise SSHError(f"{self._where(name)}: command failed: {reason}") from None
+        with self._locks[name]:
+            lost = self._clients.pop(name, None)
+        if lost is not None:
+            lost.close()
+        try:
+            return self.client(name).exec_command(remote, timeout=timeout)
+        except errors as e:
+            raise SSHError(
+                f"{self._where(name)}: command failed: {e or type(e).__name__}"
+            ) from None
+
+    def run(self, name: str, cmd: str, timeout: float = 120) -> Result:
+        """Run a shell command on host `name`; a non-zero exit is a Result, not an error."""
+        remote, stdin_text = self._sudo(name, cmd)
+        with self._slots[name]:
+            stdin, stdout, stderr = self._open(name, remote, timeout)
             try:
                 if stdin_text:
                     stdin.write(stdin_text)
@@ -253,7 +272,7 @@ class Fleet:
                 out = stdout.read().decode("utf-8", "replace")
                 err = stderr.read().decode("utf-8", "replace")
                 code = stdout.channel.recv_exit_status()
-            except (TimeoutError, OSError, _paramiko().SSHException) as e:
+            except (TimeoutError, OSError, EOFError, _paramiko().SSHException) as e:
                 reason = str(e) or type(e).__name__
                 raise SSHError(f"{self._where(name)}: command failed: {reason}") from None
             finally:
@@ -328,6 +347,11 @@ def check_keys(hosts: list[Host] | tuple[Host, ...]) -> None:
 def _connect_problem(e: Exception, h: Host) -> str:
     """What a failed connect means, in the words a VM user knows."""
     text = str(e)
+    # paramiko's NoValidConnectionsError ("Unable to connect ...") keeps each socket error
+    causes = list(getattr(e, "errors", {}).values()) or [e]
+    codes = {getattr(c, "errno", None) for c in causes}
+    if codes & {errno.EHOSTUNREACH, errno.ENETUNREACH}:
+        return f"cannot connect: no host answers at {h.ssh_host} (no route to host)"
     if isinstance(e, ConnectionRefusedError) or "Unable to connect" in text:
         return f"cannot connect: connection refused (nothing listens on port {h.ssh_port})"
     if isinstance(e, TimeoutError) and "banner" not in text:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from testbed.fixtures import Testbed, all_up, testbed  # noqa: F401 - fixtures for every dir
+from testbed.fixtures import Testbed, all_up, docker_hosts, testbed  # noqa: F401 - for every dir
 
 from k8slab import topology
 from k8slab.checks import bundle, parse

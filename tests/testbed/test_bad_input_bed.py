@@ -88,10 +88,13 @@ def test_an_unreachable_host_is_one_line_within_the_connect_timeout(all_up, tmp_
     seconds = time.monotonic() - started
     assert result.returncode == 2
     # master is still checked (its rows are on stdout); slave1 is named once it gives up
-    waiting, line = result.stderr.strip().splitlines()
-    assert waiting == "waiting for slave1 (10.0.2.99:22) to answer SSH (up to 10 s) ...", waiting
-    assert line.startswith(
-        "Error: slave1 (10.0.2.99:22): cannot connect: no answer within 10 s; is the VM running?"
+    *waiting, line = result.stderr.strip().splitlines()
+    assert waiting in ([], ["waiting for slave1 (10.0.2.99:22) to answer SSH (up to 10 s) ..."])
+    # the kernel either gives up on ARP (no route to host) or the SYN goes unanswered
+    assert re.match(
+        r"Error: slave1 \(10\.0\.2\.99:22\): cannot connect: (no answer within 10 s|"
+        r"no host answers at 10\.0\.2\.99 \(no route to host\)); is the VM running\?",
+        line,
     ), line
     assert re.search(r"^os\s+master\s+PASS\s", result.stdout, re.M), result.stdout
     assert "Traceback" not in result.stdout + result.stderr

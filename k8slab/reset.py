@@ -60,11 +60,14 @@ def plan_iptables(rules: str) -> tuple[list[str], list[str]]:
     ours = [line.split()[1] for line in rules.splitlines() if line.startswith("-N ")]
     ours = [c for c in ours if OUR_CHAINS.match(c)]
     jumps = []
-    for line, words in iptables_rules(rules):
+    for _line, words in iptables_rules(rules):
         chain = words[1]
         targets = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-j", "-g")]
         if chain not in ours and any(t in ours for t in targets):
-            jumps.append("-D" + line[2:])
+            # iptables -S writes a ' inside a quoted comment as \' (Weave's "NOTE: this must
+            # go before '-j KUBE-FORWARD'"), which the shell keeps: quote the words anew.
+            words = [w.replace("\\'", "'") for w in words]
+            jumps.append(shlex.join(["-D", *words[1:]]))
     return jumps, ours
 
 

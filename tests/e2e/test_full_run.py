@@ -79,7 +79,8 @@ def deploy(cluster, name: str, *extra: str) -> dict:
     output = "".join(lines)
     (OUT / f"{name}.log").write_text(output)
     phases: dict[str, float] = {"(connect, facts, pre-flight)": starts[0][1] if starts else total}
-    for (phase, start), end in zip(starts, [s for _, s in starts[1:]] + [total], strict=True):
+    ends = [s for _, s in starts[1:]] + [total]
+    for (phase, start), end in zip(starts, ends[: len(starts)], strict=True):
         phases[phase] = round(phases.get(phase, 0) + end - start, 1)
     result = {
         "command": "pyinfra -y inventory/lab.py deploys/cluster.py " + " ".join(extra),

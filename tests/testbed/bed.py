@@ -819,10 +819,15 @@ def _personalize(h: HostSpec, root: Path) -> None:
     )
     net = root / "etc/systemd/network"
     net.mkdir(parents=True, exist_ok=True)
-    # same name as the nspawn default (DHCP) so it replaces it; no gateway: no way out
+    # same name as the nspawn default (DHCP) so it replaces it. A VM reaches Service IPs
+    # through its default route until kube-proxy's DNAT rewrites them; with no route at all,
+    # connect() fails "network is unreachable" before iptables is consulted (weave's first
+    # call to 10.96.0.1). So: a default route with no gateway, on-link. Nothing leaves the
+    # bridge by it: an address no bed host has gets an unanswered ARP, never this machine.
     (net / "80-container-host0.network").write_text(
         "[Match]\nKind=veth\nName=host0\n\n"
-        f"[Network]\nAddress={h.ip}/{PREFIX}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        f"[Network]\nAddress={h.ip}/{PREFIX}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n\n"
+        "[Route]\nDestination=0.0.0.0/0\nScope=link\n"
     )
     key = host_key(h.name)
     for src, mode in ((key, 0o600), (Path(str(key) + ".pub"), 0o644)):

@@ -77,3 +77,13 @@ def test_a_privileged_container_runs(docker_hosts, host):
     )
     assert rc == 0, err
     assert out.startswith("CapEff:"), out
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_service_ips_are_routable_and_stay_on_the_bridge(testbed, host):
+    # Host-network pods (weave) reach the API at 10.96.0.1 before kube-proxy's DNAT; with no
+    # route connect() fails "network is unreachable". The default route is on-link: no
+    # gateway, so nothing that escapes the DNAT leaves the bridge.
+    rc, out, err = testbed.ssh(host, "ip route get 10.96.0.1")
+    assert rc == 0, err
+    assert "dev host0" in out and " via " not in out, out

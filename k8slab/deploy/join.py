@@ -3,8 +3,8 @@
 https://kubernetes.io/docs/reference/setup-tools/kubeadm/kubeadm-join/
 The token lives only in memory for this call: never written to disk, never printed (its
 place in pyinfra's logs shows *MASKED*); it expires after 15 minutes anyway.
-Not exercised on real SSH hosts yet (no Kubernetes on the test bed): the join command is
-unit-tested, the join itself never ran here.
+Not exercised by CI: the join command is unit-tested; the join itself ran once, by hand, on
+the test bed with a Kubernetes built from source (tests/e2e/README.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Phase 7, wait until every node is Ready and weave-net and CoreDNS run; else say what is not."""
+"""Phase 7, wait until every node is Ready and weave-net and CoreDNS run; else say what is not.
+
+CI drives it only as a `--dry` plan; it ran for real on the test bed only through tests/e2e
+(an offline folder with a Kubernetes built from source; once, by hand, so far).
+"""
 
 from __future__ import annotations
 

@@ -102,8 +102,8 @@ def test_reset_removes_only_kube_and_weave(leftovers):
     assert f"{HOST}: removed /var/lib/weave" in out
     assert f"{HOST}: iptables -t filter -D INPUT -j KUBE-TEST" in out
     assert (
-        f'{HOST}: iptables -t filter -D FORWARD -m comment --comment "kubernetes forwarding '
-        'rules" -j KUBE-TEST' in out
+        f"{HOST}: iptables -t filter -D FORWARD -m comment --comment 'kubernetes forwarding "
+        "rules' -j KUBE-TEST" in out
     )
     assert f"{HOST}: iptables -t filter: deleted chains KUBE-TEST, WEAVE-TEST" in out
     assert f"{HOST}: iptables -t nat: deleted chains KUBE-TEST-SERVICES" in out

@@ -152,7 +152,9 @@ def test_unreachable_url_stops_the_preflight_before_anything_changes(source_host
     r = pyinfra(source_hosts, config(source_hosts, made, kube_apt_repo=dead), "deploys/cluster.py")
     assert r.returncode != 0
     assert re.search(
-        rf"^sources\s+master\s+FAIL\s+cannot reach: 000 {re.escape(dead)}InRelease", r.output, re.M
+        rf"^sources\s+master\s+FAIL\s+cannot reach: 000\s+{re.escape(dead)}InRelease",
+        r.output,
+        re.M,
     ), r.output[-3000:]
     # allow_cgroup_v1: the pre-flight passes the bed's cgroup v1 with a warning
     assert re.search(r"^cgroup-v2\s+slave1\s+PASS\s+warning: cgroup v1, allowed", r.output, re.M)

@@ -236,6 +236,9 @@ class Fleet:
             return _SUDO.sub("sudo -S -p ''", cmd), self.sudo_password + "\n"
         return _SUDO.sub("sudo -n", cmd), None
 
+    def _failed(self, name: str, e: BaseException) -> SSHError:
+        return SSHError(f"{self._where(name)}: command failed: {str(e) or type(e).__name__}")
+
     def _open(self, name: str, remote: str, timeout: float):
         """A channel running `remote`. When the connection was lost before the command
         started (an idle VM's network blinked, sshd restarted), connect once more and retry:
@@ -246,8 +249,7 @@ class Fleet:
         except errors as e:
             transport = self._clients[name].get_transport() if name in self._clients else None
             if transport is not None and transport.is_active():
-                reason = str(e) or type(e).__name__
-                raise SSHError(f"{self._where(name)}: command failed: {reason}") from None
+                raise self._failed(name, e) from None
         with self._locks[name]:
             lost = self._clients.pop(name, None)
         if lost is not None:
@@ -255,9 +257,7 @@ class Fleet:
         try:
             return self.client(name).exec_command(remote, timeout=timeout)
         except errors as e:
-            raise SSHError(
-                f"{self._where(name)}: command failed: {e or type(e).__name__}"
-            ) from None
+            raise self._failed(name, e) from None
 
     def run(self, name: str, cmd: str, timeout: float = 120) -> Result:
         """Run a shell command on host `name`; a non-zero exit is a Result, not an error."""
@@ -273,8 +273,7 @@ class Fleet:
                 err = stderr.read().decode("utf-8", "replace")
                 code = stdout.channel.recv_exit_status()
             except (TimeoutError, OSError, EOFError, _paramiko().SSHException) as e:
-                reason = str(e) or type(e).__name__
-                raise SSHError(f"{self._where(name)}: command failed: {reason}") from None
+                raise self._failed(name, e) from None
             finally:
                 # Give the session back to sshd now, not when the garbage collector runs.
                 stdout.channel.close()

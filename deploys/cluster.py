@@ -3,7 +3,8 @@
 First `labctl doctor`'s checks on every host: a failure stops the run before anything
 changes (`--data skip_checks=ID,...` skips checks you accept). Safe to re-run: a converged
 cluster reports no changes. Add a worker to the topology file
-and re-run (optionally `--limit NEWHOST`): only it is prepared and joined.
+and re-run (optionally `--limit NEWHOST`): only it is prepared and joined, and the run
+ends when the cluster, the new node included, is ready.
 """
 
 from pyinfra import host
@@ -17,7 +18,7 @@ from k8slab.deploy.images import image_archives
 from k8slab.deploy.join import join_worker
 from k8slab.deploy.kube_packages import kube_packages
 from k8slab.deploy.preflight import preflight
-from k8slab.deploy.ready import cluster_ready
+from k8slab.deploy.ready import cluster_ready, waits_here
 
 preflight()
 host_prep()
@@ -31,5 +32,5 @@ barrier("The control plane is up: workers may join")
 if "workers" in host.groups:
     join_worker()
 barrier("Workers have joined: wait for the cluster")
-if "control_plane" in host.groups:
+if waits_here():
     cluster_ready()

@@ -107,6 +107,17 @@ def test_init_only_on_master_join_only_on_workers_and_after_init(plan):
     assert init < weave < join < wait
 
 
+def test_a_run_limited_to_new_workers_still_waits_for_the_cluster(testbed, tmp_path):
+    # `--limit NEWHOST` leaves the control plane out of the run: the first worker waits
+    # through the control plane's connection, so the run does not end at "joined".
+    result = dry_run(testbed, tmp_path, "--json", *SKIP, "--limit", "slave2")
+    plan = json.loads(result.stdout)["plan"]
+    assert ops(plan, "Join workers") == {"kubeadm join with a fresh token": {"slave2"}}
+    assert ops(plan, "Cluster ready") == {
+        "Wait up to 10 min for nodes, weave-net and coredns (on master)": {"slave2"}
+    }
+
+
 def created_files(diff_output: str) -> dict[tuple[str, str], str]:
     """(host, path) -> content of each file pyinfra --diff says it will create."""
     files, current = {}, None

@@ -6,7 +6,9 @@ Layout (what `tests/e2e/README.md` documents; every path is optional but kube-ap
     kube-apt.asc                      its signing key
     cri-dockerd-<version>.<arch>.tgz  cri-dockerd in the release tarball's layout
     images/*.tar                      `docker save` archives: control plane, pause, etcd,
-                                      CoreDNS, Weave Net
+                                      CoreDNS, Weave Net, and the images the labs use
+    labs.yaml                         the topology's `labs:` overrides, e.g. the tags of
+                                      those lab images when they are not the course's
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+
+import yaml
 
 DEFAULT = Path("/var/cache/k8s-lab-offline")
 ENV = "K8SLAB_OFFLINE"
@@ -56,4 +60,6 @@ def source_keys(offline: Path, cgroup_v1: bool) -> dict:
             keys["cri_dockerd_version"] = found.group(1)
     if (offline / "images").is_dir():
         keys["image_archives"] = str(offline / "images")
+    if (offline / "labs.yaml").is_file():
+        keys["labs"] = yaml.safe_load((offline / "labs.yaml").read_text()) or {}
     return keys

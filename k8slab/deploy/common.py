@@ -7,11 +7,12 @@ import hashlib
 import shlex
 from dataclasses import dataclass
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 from pyinfra import host
 from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import File
+from pyinfra.facts.files import File, FileContents
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server
 
@@ -102,18 +103,8 @@ class AptRepo:
             )
         self.ops = [key_op]
         if self.plan.upload_dir:
-            # files.sync uploads only what differs, so re-running with a big mirror is quick.
             files.directory(name="Download cache", path=f"{CACHE_DIR}/apt", mode="755")
-            self.ops.append(
-                files.sync(
-                    name=f"{label}: upload the local repository to {self.plan.upload_dir}",
-                    src=source["repo"]["local"],
-                    dest=self.plan.upload_dir,
-                    delete=True,
-                    mode="644",
-                    dir_mode="755",
-                )
-            )
+            self._upload(source["repo"]["local"], f"{CACHE_DIR}/apt/{slug}.uploaded")
         self.ops.append(
             upload(
                 f"{label}: apt source, signed-by its key",
@@ -125,6 +116,33 @@ class AptRepo:
                 apt_url=self.plan.url,
                 apt_suite=self.plan.suite,
             )
+        )
+
+    def _upload(self, local: str, marker: str):
+        """files.sync uploads only what differs, but finds that out by hashing every file on
+        both ends (seconds for a few debs on each re-run); the marker holds a digest of the
+        folder's listing as last uploaded, so an unchanged folder costs one small read."""
+        digest = tree_digest(local)
+        if host.get_fact(FileContents, path=marker) == [digest]:
+            host.noop(f"{self.label}: {self.plan.upload_dir} holds the local repository")
+            return
+        self.ops.append(
+            files.sync(
+                name=f"{self.label}: upload the local repository to {self.plan.upload_dir}",
+                src=local,
+                dest=self.plan.upload_dir,
+                delete=True,
+                mode="644",
+                dir_mode="755",
+            )
+        )
+        # Written after the sync: a run cut off mid-upload leaves the old marker, so the next
+        # run syncs again.
+        files.put(
+            name=f"{self.label}: remember what was uploaded",
+            src=StringIO(digest + "\n"),
+            dest=marker,
+            mode="644",
         )
 
     def check(self, force: bool):
@@ -156,6 +174,17 @@ if [ "$rc" -ne 0 ] || [ -n "$why" ]; then
   echo {what} $(printf '%s' "${{why:-exit $rc}}") >&2; exit 1
 fi
 mkdir -p {state} && touch {stamp}"""
+
+
+def tree_digest(folder: str) -> str:
+    """sha256 of every file's path, size and mtime under `folder`: what `cp -a`, a rebuilt
+    repository or an edited file changes, without reading the files."""
+    h = hashlib.sha256()
+    root = Path(folder)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = path.stat()
+        h.update(f"{path.relative_to(root)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def deb_arch() -> str:

@@ -206,6 +206,24 @@ def test_rerun_changes_nothing(source_hosts, made, converged):
     assert changes(r.output) == {h: 0 for h in HOSTS}, r.output[-5000:]
 
 
+def test_a_changed_local_repository_is_uploaded_again(source_hosts, made, converged):
+    # Re-runs skip the upload while the folder is as last uploaded; a change must still go up.
+    extra = made["repo"] / "NOTE.txt"
+    extra.write_text("added after the first upload\n")
+    remote = "/var/cache/k8s-lab/apt/kubernetes/NOTE.txt"
+    try:
+        r = pyinfra(source_hosts, config(source_hosts, made), PHASES[2])
+        assert r.returncode == 0, r.output[-5000:]
+        for h in HOSTS:
+            assert source_hosts.ssh(h, f"cat {remote}")[1] == "added after the first upload\n"
+    finally:
+        extra.unlink()
+    r = pyinfra(source_hosts, config(source_hosts, made), PHASES[2])
+    assert r.returncode == 0, r.output[-5000:]
+    for h in HOSTS:
+        assert source_hosts.ssh(h, f"test -e {remote}")[0] == 1, f"{h} still has {remote}"
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass

@@ -67,6 +67,21 @@ def test_kubeadm_config_follows_the_topology(tmp_path):
     assert docs["ClusterConfiguration"]["networking"]["podSubnet"] == "10.32.0.0/12"
 
 
+@pytest.mark.parametrize(
+    "minor, args",
+    [
+        ("1.35", None),  # the gate does not exist: the API server would refuse to start
+        ("1.36", [{"name": "feature-gates", "value": "ExtendWebSocketsToKubelet=false"}]),
+        ("1.37", [{"name": "feature-gates", "value": "ExtendWebSocketsToKubelet=false"}]),
+    ],
+)
+def test_from_1_36_the_api_server_keeps_exec_working_with_cri_dockerd(minor, args):
+    # Seen on the test bed with v1.36.2 and cri-dockerd 0.4.3: every `kubectl exec` failed
+    # with "http: server gave HTTP response to HTTPS client" until this gate was off.
+    cluster = kubeadm_docs({**MASTER, "kube_version": minor})["ClusterConfiguration"]
+    assert cluster.get("apiServer", {}).get("extraArgs") == args
+
+
 def test_kubelet_node_ip_is_each_nodes_own():
     assert (
         render("templates/kubernetes/kubelet.default.j2", SLAVE1)

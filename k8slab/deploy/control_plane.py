@@ -31,9 +31,19 @@ KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
 
 @deploy("Control plane")
 def control_plane():
-    kubeadm_config(name="kubeadm configuration (v1beta4), for the installed kubeadm's version")
+    config = kubeadm_config(
+        name="kubeadm configuration (v1beta4), for the installed kubeadm's version"
+    )
     if host.get_fact(File, path=ADMIN_CONF):
         host.noop("kubeadm init has run (admin.conf exists)")
+        # kubeadm reads its config only at init: a changed config (a k8s-lab update, such as
+        # the 1.36 API server flag) reaches the running API server only through the static
+        # pod manifest kubeadm writes from it.
+        server.shell(
+            name="kube-apiserver follows the changed kubeadm configuration",
+            commands=[APISERVER_FROM_CONFIG],
+            _if=config.did_change,
+        )
     else:
         # --skip-token-print: join tokens are made per join, never printed or kept.
         server.shell(
@@ -48,6 +58,27 @@ def control_plane():
         mode="755",
     )
     _weave_net()
+
+
+# Rewrite the manifest; when it changed, wait for kubelet to start the new API server (a new
+# process), for it to answer, and for the control plane's pods to be Ready again, so that
+# the phases and checks after this find it up.
+APISERVER_FROM_CONFIG = f"""m=/etc/kubernetes/manifests/kube-apiserver.yaml
+before=$(sha256sum < $m); old=$(pgrep -xo kube-apiserver)
+kubeadm init phase control-plane apiserver --config {KUBEADM_CONFIG} || exit 1
+[ "$(sha256sum < $m)" = "$before" ] && exit 0
+for i in $(seq 90); do
+  new=$(pgrep -xo kube-apiserver)
+  if [ -n "$new" ] && [ "$new" != "$old" ] && {KUBECTL} get --raw /readyz >/dev/null 2>&1; then
+    # The scheduler and controller-manager lose their lease meanwhile and restart too.
+    exec {KUBECTL} -n kube-system wait pod -l tier=control-plane \\
+      --for=condition=Ready --timeout=180s >/dev/null
+  fi
+  sleep 2
+done
+echo 'kube-apiserver did not come back within 3 minutes: see' \\
+  '"docker ps -a | grep kube-apiserver" and "journalctl -u kubelet" on master' >&2
+exit 1"""
 
 
 @operation()

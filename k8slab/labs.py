@@ -495,7 +495,13 @@ def remove_images(
     for image in images_to_build(lab, steps):
         for host in topo.workers:
             r = fleet.run(host.name, f"sudo docker image rm {shlex.quote(image.tag)}")
-            say(f"{host.name}: docker image rm {image.tag}: {'done' if r.ok else 'not present'}")
+            if r.ok:
+                state = "done"
+            elif "No such image" in r.stderr:
+                state = "not present"
+            else:  # e.g. a container still uses it: say so rather than "not present"
+                state = f"kept: {_said(r)}"
+            say(f"{host.name}: docker image rm {image.tag}: {state}")
 
 
 def upload_manifests(
@@ -526,9 +532,15 @@ def kubectl_delete(
     paths = upload_manifests(lab, manifests, topo, fleet)
     # Reverse order: the Namespace (first applied) goes last.
     files = " ".join(f"-f {shlex.quote(p)}" for p in reversed(paths))
+    # Wait until they are gone: the images are removed next, which fails while a container of
+    # a terminating pod still uses them, and an apply right after would meet a terminating
+    # namespace.
+    wait = int(lab.values["wait_timeout"])
+    say(f"{topo.control_plane.name}: deleting; waiting up to {wait}s for the objects to go ...")
     r = fleet.run(
         topo.control_plane.name,
-        f"{lab.values['kubectl']} delete --ignore-not-found --wait=false {files}",
+        f"{lab.values['kubectl']} delete --ignore-not-found --timeout={wait}s {files}",
+        timeout=wait + 60,
     )
     for line in r.stdout.splitlines():
         say(f"{topo.control_plane.name}: {line}")

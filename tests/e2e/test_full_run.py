@@ -181,8 +181,14 @@ def test_labctl_delete(cluster):
     r = labctl(cluster, "delete", "ch09", "--yes")
     (OUT / "delete.log").write_text(r.stdout + r.stderr)
     assert r.returncode == 0, r.stdout + r.stderr
+    # delete waits: nothing of the lab is left when it returns, the images it built included.
     left = kubectl(cluster, "get pod -A --no-headers")
     assert not re.search(r"\b(nginx|volume-empty-dir|volume-hostpath|simple-app)", left), left
+    assert "gurumee" not in kubectl(cluster, "get namespace --no-headers")
+    assert "kept:" not in r.stdout, r.stdout
+    for host in ("slave1", "slave2"):
+        rc, out, _ = cluster.ssh(host, "docker images --format '{{.Repository}}' k8s-lab/*")
+        assert rc == 0 and out.strip() == "", f"{host}: {out}"
 
 
 def test_add_a_fourth_host_with_limit(cluster):

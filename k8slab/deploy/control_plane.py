@@ -4,7 +4,8 @@ https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/create-clu
 https://github.com/rajch/weave (Weave Net fork; manifests/weave-net.yaml.j2 is our own)
 
 CI drives it only as a `--dry` plan; it ran for real on the test bed only through tests/e2e
-(an offline folder with a Kubernetes built from source; once, by hand, so far).
+(an offline folder with a Kubernetes built from source), the reconfiguration of a running
+API server once by hand on it.
 """
 
 from __future__ import annotations

@@ -210,6 +210,9 @@ def test_reset_then_fresh_deploy(cluster):
     assert r.returncode == 0, r.stdout + r.stderr
     rc, out, _ = cluster.ssh("master", "ls /etc/kubernetes/admin.conf")
     assert rc != 0, out
+    for host in (*cluster.hosts, "slave3"):
+        _, chains, _ = cluster.ssh(host, "iptables-save | grep -E '^:(KUBE|WEAVE)-' || true")
+        assert chains == "", f"{host} still has {chains}"
     r = deploy(cluster, "deploy-after-reset")
     assert r["exit_code"] == 0, r["output"][-6000:]
     nodes = kubectl(cluster, "get nodes --no-headers")

@@ -2,7 +2,8 @@
 (`pyinfra --dry`, real facts from the three test-bed hosts) are what is asserted.
 
 Proven here only on paper: the Docker apt repository, cri-dockerd, the Kubernetes packages,
-kubeadm init/join, Weave Net and the readiness wait are never executed by the tests.
+kubeadm init/join, Weave Net and the readiness wait are not executed by these tests (tests/e2e
+runs them for real where an offline folder with a real Kubernetes exists).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ case "$*" in
   *"get nodes"*) printf '%b' "$NODES" ;;
   *"get ds weave-net"*) printf '%s' "$WEAVE" ;;
   *"get deploy coredns"*) printf '%s' "$COREDNS" ;;
+  *"get pods -l name=weave-net"*) printf '%b' "$WEAVE_PODS" ;;
   *) echo "unexpected: $*" >&2; exit 1 ;;
 esac
 """
@@ -30,8 +31,11 @@ def run(tmp_path: Path):
     kubectl.write_text(FAKE_KUBECTL)
     kubectl.chmod(0o755)
 
-    def run(nodes: str, weave: str, coredns: str, *names: str) -> subprocess.CompletedProcess:
+    def run(
+        nodes: str, weave: str, coredns: str, *names: str, weave_pods: str = ""
+    ) -> subprocess.CompletedProcess:
         env = {
+            "WEAVE_PODS": weave_pods,
             **os.environ,
             "PATH": f"{kubectl.parent}:{os.environ['PATH']}",
             "NODES": nodes,
@@ -63,6 +67,23 @@ def test_names_every_thing_that_is_not_ready(run):
         "weave-net: 1 of 3 pods ready",
         "coredns: 0 of 2 replicas ready",
     ]
+
+
+# The script's jsonpath over the weave-net pods (name, node, each container's ready, waiting
+# reasons): slave2's weave container crash-loops, weave-npc runs.
+WEAVE_PODS = (
+    r"weave-net-4mm98 master true true \n"
+    r"weave-net-dx5h9 slave2 false true CrashLoopBackOff\n"
+    r"weave-net-g4fr2 slave1 true true \n"
+)
+
+
+def test_names_the_weave_pod_that_is_not_ready_and_its_node(run):
+    r = run(r"master=True\nslave1=True\nslave2=True\n", "3 2", "2 2", *NAMES, weave_pods=WEAVE_PODS)
+    assert r.returncode == 1
+    assert r.stdout.strip() == (
+        "weave-net: 2 of 3 pods ready (weave-net-dx5h9 on slave2: CrashLoopBackOff)"
+    )
 
 
 def test_a_node_added_to_the_topology_is_waited_for(run):

@@ -121,10 +121,28 @@ def kubectl(cluster, args: str) -> str:
     return out
 
 
+def diagnosis(cluster, name: str) -> str:
+    """What a failed step leaves to read: every pod, and the logs of kube-system's pods that
+    are not Running, kept in OUT/<name>-diagnosis.txt (the bed is gone after a CI run)."""
+    script = (
+        "export KUBECONFIG=/etc/kubernetes/admin.conf; kubectl get pods -A -o wide; "
+        "for p in $(kubectl -n kube-system get pods --no-headers "
+        "| awk '{split($2, r, \"/\"); if (r[1] != r[2]) print $1}'); do "
+        "for c in $(kubectl -n kube-system get pod $p -o jsonpath='{.spec.containers[*].name}'); "
+        'do echo "== $p $c"; '
+        "kubectl -n kube-system logs $p -c $c --tail=40 2>&1; "
+        "kubectl -n kube-system logs $p -c $c --previous --tail=40 2>/dev/null; done; done"
+    )
+    _, out, err = cluster.ssh("master", script)
+    text = out + err
+    (OUT / f"{name}-diagnosis.txt").write_text(text)
+    return text[-8000:]
+
+
 def test_deploy_from_bare_hosts(cluster):
     r = deploy(cluster, "deploy-1")
     print(json.dumps({k: v for k, v in r.items() if k != "output"}, indent=2))
-    assert r["exit_code"] == 0, r["output"][-6000:]
+    assert r["exit_code"] == 0, r["output"][-3000:] + diagnosis(cluster, "deploy-1")
     nodes = kubectl(cluster, "get nodes -o wide --no-headers")
     (OUT / "nodes.txt").write_text(nodes)
     ready = {line.split()[0]: line.split()[1] for line in nodes.splitlines()}
@@ -197,7 +215,7 @@ def test_add_a_fourth_host_with_limit(cluster):
     raw["hosts"].append({"name": "slave3", "role": "worker", "node_ip": "10.0.2.6"})
     cluster.e2e_config.write_text(yaml.safe_dump(raw, sort_keys=False))
     r = deploy(cluster, "deploy-add-slave3", "--limit", "slave3")
-    assert r["exit_code"] == 0, r["output"][-6000:]
+    assert r["exit_code"] == 0, r["output"][-3000:] + diagnosis(cluster, "deploy-add-slave3")
     assert set(r["changes"]) == {"slave3"}, r["changes"]
     # The deploy itself waits for the cluster, so the node is Ready when it ends.
     out = kubectl(cluster, "wait --for=condition=Ready node/slave3 --timeout=10s")
@@ -214,6 +232,6 @@ def test_reset_then_fresh_deploy(cluster):
         _, chains, _ = cluster.ssh(host, "iptables-save | grep -E '^:(KUBE|WEAVE)-' || true")
         assert chains == "", f"{host} still has {chains}"
     r = deploy(cluster, "deploy-after-reset")
-    assert r["exit_code"] == 0, r["output"][-6000:]
+    assert r["exit_code"] == 0, r["output"][-3000:] + diagnosis(cluster, "deploy-after-reset")
     nodes = kubectl(cluster, "get nodes --no-headers")
     assert all(line.split()[1] == "Ready" for line in nodes.splitlines()), nodes

@@ -73,6 +73,11 @@ def known_hosts_path(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get(KNOWN_HOSTS_ENV) or DEFAULT_KNOWN_HOSTS).expanduser()
 
 
+def _session_errors() -> tuple[type[BaseException], ...]:
+    """What a command's session raises when the connection under it fails."""
+    return (TimeoutError, OSError, EOFError, _paramiko().SSHException)
+
+
 def _paramiko():
     """paramiko costs a third of a second to import: only commands that connect pay it.
     Its transport logs a traceback per failed handshake; our one line per host says it all."""
@@ -243,7 +248,7 @@ class Fleet:
         """A channel running `remote`. When the connection was lost before the command
         started (an idle VM's network blinked, sshd restarted), connect once more and retry:
         nothing ran yet, so that is safe."""
-        errors = (TimeoutError, OSError, EOFError, _paramiko().SSHException)
+        errors = _session_errors()
         try:
             return self.client(name).exec_command(remote, timeout=timeout)
         except errors as e:
@@ -272,7 +277,7 @@ class Fleet:
                 out = stdout.read().decode("utf-8", "replace")
                 err = stderr.read().decode("utf-8", "replace")
                 code = stdout.channel.recv_exit_status()
-            except (TimeoutError, OSError, EOFError, _paramiko().SSHException) as e:
+            except _session_errors() as e:
                 raise self._failed(name, e) from None
             finally:
                 # Give the session back to sshd now, not when the garbage collector runs.

@@ -4,13 +4,14 @@ on re-runs."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import shlex
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from pyinfra import host
+from pyinfra import host, inventory
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File, FileContents
 from pyinfra.facts.server import Command
@@ -19,6 +20,7 @@ from pyinfra.operations import apt, files, server
 from k8slab.facts import DpkgInterrupted
 from k8slab.render import render
 
+logger = logging.getLogger("k8slab")
 KEYRING_DIR = "/etc/apt/keyrings"
 STATE_DIR = "/etc/k8s-lab"
 CACHE_DIR = "/var/cache/k8s-lab"
@@ -185,6 +187,21 @@ def tree_digest(folder: str) -> str:
         st = path.stat()
         h.update(f"{path.relative_to(root)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+def control_plane_host():
+    """The control plane's pyinfra Host, connected: a worker's operation runs commands there
+    (join tokens, readiness), even in a run whose --limit leaves it out."""
+    control_plane = inventory.get_group("control_plane")[0]
+    if not control_plane.connected:
+        control_plane.connect(raise_exceptions=True)
+    return control_plane
+
+
+def failed(on_host, message: str) -> bool:
+    """Log one red line for `on_host` and tell pyinfra its python.call operation failed."""
+    on_host.log_styled(message, fg="red", log_func=logger.error)
+    return False
 
 
 def deb_arch() -> str:

@@ -10,18 +10,18 @@ added with --limit included.
 
 from __future__ import annotations
 
-import logging
 import re
 
-from pyinfra import host, inventory
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.command import QuoteString, StringCommand
 from pyinfra.api.hiddenvalue import HiddenValue
 from pyinfra.facts.files import File
 from pyinfra.operations import python
 
+from k8slab.deploy.common import control_plane_host, failed
+
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
-logger = logging.getLogger("k8slab")
 _JOIN = re.compile(r"--token\s+(\S+)\s+--discovery-token-ca-cert-hash\s+(sha256:[0-9a-f]{64})")
 
 
@@ -30,8 +30,7 @@ def join_worker():
     if host.get_fact(File, path=KUBELET_CONF):
         host.noop("already joined (kubelet.conf exists)")
         return
-    control_plane = inventory.get_group("control_plane")[0]
-    python.call(name="kubeadm join with a fresh token", function=_join, control_plane=control_plane)
+    python.call(name="kubeadm join with a fresh token", function=_join)
 
 
 def parse_join_command(output: str) -> tuple[str, str] | None:
@@ -60,15 +59,9 @@ def join_command(values: dict, token: str, ca_hash: str) -> StringCommand:
     )
 
 
-def _fail(worker, message: str) -> bool:
-    worker.log_styled(message, fg="red", log_func=logger.error)
-    return False
-
-
-def _join(state, host, control_plane) -> bool:
+def _join(state, host) -> bool:
     values = host.data.lab
-    if not control_plane.connected:
-        control_plane.connect(raise_exceptions=True)
+    control_plane = control_plane_host()
     ok, out = control_plane.run_shell_command(
         StringCommand(
             "kubeadm token create --ttl 15m --print-join-command",
@@ -80,10 +73,10 @@ def _join(state, host, control_plane) -> bool:
     found = parse_join_command(out.stdout) if ok else None
     if not found:
         why = out.stderr.strip().splitlines()[-1:] or ["no join command in its output"]
-        return _fail(host, f"could not make a join token on {control_plane.name}: {why[0]}")
+        return failed(host, f"could not make a join token on {control_plane.name}: {why[0]}")
     token, ca_hash = found
     ok, out = host.run_shell_command(join_command(values, token, ca_hash), _sudo=True)
     if not ok:
         last = [line for line in out.stderr.splitlines() if line.strip()][-3:]
-        return _fail(host, "kubeadm join failed: " + " | ".join(last).replace(token, "*MASKED*"))
+        return failed(host, "kubeadm join failed: " + " | ".join(last).replace(token, "*MASKED*"))
     return True

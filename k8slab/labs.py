@@ -1,4 +1,4 @@
-"""Labs are data: ``k8slab/labs/<id>/lab.yaml`` plus its manifest templates and image contexts.
+"""Labs are data: ``labs/<id>/lab.yaml`` plus its manifest templates and image contexts.
 
 This module loads a lab (its values overridden by the topology's ``labs: {<id>: ...}``),
 renders its manifests, and applies or deletes it over SSH. Checks live in k8slab.checks::
@@ -24,12 +24,12 @@ import yaml
 
 from k8slab import archives
 from k8slab.errors import LabctlError
-from k8slab.topology import PACKAGE_ROOT, Host, Topology
+from k8slab.topology import DATA_ROOT, Host, Topology
 
 if TYPE_CHECKING:
     from k8slab.ssh import Fleet
 
-LABS_DIR = PACKAGE_ROOT / "labs"
+LABS_DIR = DATA_ROOT / "labs"
 # More lab folders (each holding <id>/lab.yaml), searched before the package's own, so a
 # learner's copy of a lab can stand in for it: --labs-dir or $LAB_LABS_DIR (':'-separated).
 LABS_ENV = "LAB_LABS_DIR"

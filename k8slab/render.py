@@ -12,11 +12,11 @@ from typing import Any
 
 import jinja2
 
-from k8slab.topology import PACKAGE_ROOT
+from k8slab.topology import DATA_ROOT
 
 
 @cache
-def environment(root: Path = PACKAGE_ROOT) -> jinja2.Environment:
+def environment(root: Path = DATA_ROOT) -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root)),
         undefined=jinja2.StrictUndefined,
@@ -26,6 +26,7 @@ def environment(root: Path = PACKAGE_ROOT) -> jinja2.Environment:
     )
 
 
-def render(template: str, values: dict[str, Any], root: Path = PACKAGE_ROOT) -> str:
-    """Render a template given by its path relative to `root` (the package's data by default)."""
+def render(template: str, values: dict[str, Any], root: Path = DATA_ROOT) -> str:
+    """Render a template given by its path relative to `root`, by default the folder holding
+    labs/, templates/ and manifests/."""
     return environment(root).get_template(template).render(**values)

@@ -25,10 +25,12 @@ import yaml
 
 from k8slab.errors import LabctlError
 
-# The package's own data (labs/, templates/, manifests/, preflight/) ships inside it, so an
-# installed labctl finds it as a clone does. REPO_ROOT is only where a clone keeps inventory/.
+# REPO_ROOT is where a clone keeps inventory/, labs/, templates/ and manifests/. A wheel
+# carries those three inside the package (pyproject.toml maps them there), so DATA_ROOT is
+# the package in an installed labctl and the clone's top level otherwise: one copy each.
 PACKAGE_ROOT = Path(str(files("k8slab")))
 REPO_ROOT = PACKAGE_ROOT.parent
+DATA_ROOT = PACKAGE_ROOT if (PACKAGE_ROOT / "labs").is_dir() else REPO_ROOT
 DEFAULT_PATH = Path("inventory") / "lab.yaml"
 ENV_VAR = "LAB_CONFIG"
 

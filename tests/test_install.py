@@ -87,6 +87,29 @@ def test_the_installed_package_is_the_wheel_not_the_clone(installed):
     assert not (Path(where.stdout.strip()).parents[1] / "inventory").exists()
 
 
+def test_the_wheel_carries_the_top_level_labs_templates_and_manifests(installed):
+    """The clone keeps one copy of each at its top level; the wheel maps them into k8slab/."""
+    bin_dir, work = installed
+    code = "from k8slab.topology import DATA_ROOT, PACKAGE_ROOT; print(DATA_ROOT == PACKAGE_ROOT)"
+    assert _run(bin_dir / "python", "-c", code, cwd=work).stdout.strip() == "True"
+    site = Path(
+        _run(
+            bin_dir / "python", "-c", "import k8slab; print(k8slab.__file__)", cwd=work
+        ).stdout.strip()
+    ).parent
+    for name in ("labs", "templates", "manifests"):
+        in_clone = sorted(
+            p.relative_to(REPO_ROOT / name)
+            for p in (REPO_ROOT / name).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        )
+        in_wheel = sorted(
+            p.relative_to(site / name) for p in (site / name).rglob("*") if p.is_file()
+        )
+        assert in_clone and in_wheel == in_clone, name
+        assert not (REPO_ROOT / "k8slab" / name).exists(), f"a second copy of {name}/ in k8slab/"
+
+
 def test_labs_render_and_replay_work_from_the_wheel(installed, tmp_path):
     bin_dir, work = installed
     labctl = bin_dir / "labctl"
@@ -110,7 +133,7 @@ def test_labs_render_and_replay_work_from_the_wheel(installed, tmp_path):
 def test_a_learners_own_lab_folder_is_found(installed, tmp_path):
     bin_dir, work = installed
     mine = tmp_path / "my-labs"
-    shutil.copytree(REPO_ROOT / "k8slab" / "labs" / "ch09", mine / "ch09b")
+    shutil.copytree(REPO_ROOT / "labs" / "ch09", mine / "ch09b")
     config = ("--config", COURSE_TOPOLOGY)
     listed = _run(bin_dir / "labctl", "--labs-dir", mine, *config, "labs", cwd=work)
     assert "ch09:" in listed.stdout and "ch09b:" in listed.stdout

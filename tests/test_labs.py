@@ -160,9 +160,9 @@ def test_pod_checks_run_inside_the_pod_from_master():
 
 
 def test_a_lab_with_an_unknown_kind_is_rejected(tmp_path):
-    src = (topology.PACKAGE_ROOT / "labs" / "ch09" / "lab.yaml").read_text()
+    src = (topology.DATA_ROOT / "labs" / "ch09" / "lab.yaml").read_text()
     (tmp_path / "ch99" / "manifests").mkdir(parents=True)
-    for m in (topology.PACKAGE_ROOT / "labs" / "ch09" / "manifests").iterdir():
+    for m in (topology.DATA_ROOT / "labs" / "ch09" / "manifests").iterdir():
         (tmp_path / "ch99" / "manifests" / m.name).write_text(m.read_text())
     (tmp_path / "ch99" / "lab.yaml").write_text(
         src.replace("kind: same-text", "kind: same-txt").replace("id: ch09", "id: ch99")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from k8slab.topology import PACKAGE_ROOT
+from k8slab.topology import DATA_ROOT
 
-IMAGES = PACKAGE_ROOT / "labs" / "ch09" / "images"
+IMAGES = DATA_ROOT / "labs" / "ch09" / "images"
 BUSYBOX = shutil.which("busybox")
 pytestmark = pytest.mark.skipif(not BUSYBOX, reason="needs busybox (apt-get install busybox)")
 

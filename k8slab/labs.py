@@ -1,7 +1,9 @@
 """Labs are data: ``labs/<id>/lab.yaml`` plus its manifest templates and image contexts.
 
-This module loads a lab (its values overridden by the topology's ``labs: {<id>: ...}``),
-renders its manifests, and applies or deletes it over SSH. Checks live in k8slab.checks::
+This module reads a lab and connects nowhere: it loads one (its values overridden by the
+topology's ``labs: {<id>: ...}``), validates it, selects its steps and checks, and renders
+its manifests. k8slab.apply applies and deletes a lab over SSH; checks live in
+k8slab.checks::
 
     >>> lab = load_lab("ch09", topology.load())
     >>> [s.id for s in lab.steps]
@@ -14,20 +16,15 @@ import difflib
 import os
 import re
 import shlex
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-from k8slab import archives
 from k8slab.errors import LabctlError
 from k8slab.topology import DATA_ROOT, Host, Topology
-
-if TYPE_CHECKING:
-    from k8slab.ssh import Fleet
 
 LABS_DIR = DATA_ROOT / "labs"
 # More lab folders (each holding <id>/lab.yaml), searched before the package's own, so a
@@ -36,17 +33,10 @@ LABS_ENV = "LAB_LABS_DIR"
 # labctl doctor's checks are a lab too (k8slab/preflight), not listed with the course's.
 PREFLIGHT = "preflight"
 WHERES = ("master", "every-node", "every-worker")
-REMOTE_DIR = ".k8s-lab"  # relative to the SSH user's home on the hosts
-
-Say = Callable[[str], None]
 
 
 class LabError(LabctlError, ValueError):
     """A lab that cannot be loaded or used as asked; the message is one line."""
-
-
-class ApplyError(RuntimeError):
-    """Applying or deleting went wrong on the cluster (build, kubectl, timeout); one line."""
 
 
 @dataclass(frozen=True)
@@ -420,192 +410,3 @@ def render_manifests(
         filename = f"{len(out) + 1:02d}-{kind.lower()}-{meta['name']}.yaml"
         out.append(Manifest(filename, kind, meta["name"], meta.get("namespace"), text, obj))
     return out
-
-
-# --- apply / delete --------------------------------------------------------------------
-
-
-def _targets(where: str, topo: Topology) -> tuple[Host, ...]:
-    return {"every-node": topo.hosts, "every-worker": topo.workers}.get(
-        where, (topo.control_plane,)
-    )
-
-
-def prepare_nodes(
-    lab: Lab, steps: tuple[Step, ...], topo: Topology, fleet: Fleet, say: Say, undo: bool = False
-) -> None:
-    for pid in dict.fromkeys(p for s in steps for p in s.prepare):
-        prep = lab.prepare[pid]
-        for host in _targets(prep.where, topo):
-            r = fleet.run(host.name, prep.undo if undo else prep.run)
-            if not r.ok:
-                raise ApplyError(f"{host.name}: {prep.title}: {_said(r)}")
-            state = "no changes" if r.stdout.strip() == "unchanged" else "changed"
-            say(f"{host.name}: {'undo ' if undo else ''}{prep.title}: {state}")
-
-
-def load_archives(topo: Topology, fleet: Fleet, hosts: list[Host], say: Say) -> None:
-    """docker load the topology's image_archives a host lacks (k8slab.archives), so that the
-    lab's builds and pods find their images without a registry."""
-    wanted = topo.cluster_vars()["image_archives"]
-    if not wanted:
-        return
-    for host in hosts:
-        r = fleet.run(host.name, f"sudo {archives.TAGS_COMMAND}")
-        if not r.ok:
-            raise ApplyError(f"{host.name}: cannot list Docker's images: {_said(r)}")
-        todo = archives.to_load(wanted, r.stdout.split())
-        for archive in todo:
-            remote = f"{REMOTE_DIR}/images/{archives.remote_name(archive)}"
-            say(f"{host.name}: docker load {Path(archive['path']).name} ...")
-            fleet.put_file(host.name, Path(archive["path"]), remote)
-            r = fleet.run(host.name, f"sudo {archives.load_command(remote)}", timeout=900)
-            if not r.ok:
-                raise ApplyError(f"{host.name}: docker load {archive['path']} failed: {_said(r)}")
-        say(f"{host.name}: image archives: {len(todo)} loaded, {len(wanted) - len(todo)} present")
-
-
-def images_to_build(lab: Lab, steps: tuple[Step, ...]) -> list[Image]:
-    names = dict.fromkeys(n for s in steps for n in s.images)
-    return [lab.images[n] for n in names if lab.images[n].build]
-
-
-def build_images(lab: Lab, steps: tuple[Step, ...], topo: Topology, fleet: Fleet, say: Say) -> None:
-    """docker build on every worker: pods of the lab run there, and cri-dockerd lets kubelet
-    use Docker's local images, so no registry is involved."""
-    for image in images_to_build(lab, steps):
-        for host in topo.workers:
-            remote = f"{REMOTE_DIR}/{lab.id}/images/{image.name}"
-            fleet.run(host.name, f"rm -rf {shlex.quote(remote)}")
-            fleet.put_tree(host.name, image.context, remote)
-            say(f"{host.name}: docker build -t {image.tag} ({image.context.name}) ...")
-            r = fleet.run(
-                host.name,
-                f"sudo docker build -q -t {shlex.quote(image.tag)} {shlex.quote(remote)}",
-                timeout=900,
-            )
-            if not r.ok:
-                raise ApplyError(f"{host.name}: docker build {image.tag} failed: {_said(r)}")
-            say(f"{host.name}: built {image.tag}")
-
-
-def remove_images(
-    lab: Lab, steps: tuple[Step, ...], topo: Topology, fleet: Fleet, say: Say
-) -> None:
-    for image in images_to_build(lab, steps):
-        for host in topo.workers:
-            r = fleet.run(host.name, f"sudo docker image rm {shlex.quote(image.tag)}")
-            if r.ok:
-                state = "done"
-            elif "No such image" in r.stderr:
-                state = "not present"
-            else:  # e.g. a container still uses it: say so rather than "not present"
-                state = f"kept: {_said(r)}"
-            say(f"{host.name}: docker image rm {image.tag}: {state}")
-
-
-def upload_manifests(
-    lab: Lab, manifests: list[Manifest], topo: Topology, fleet: Fleet
-) -> list[str]:
-    remote = f"{REMOTE_DIR}/{lab.id}/manifests"
-    master = topo.control_plane.name
-    fleet.run(master, f"rm -rf {shlex.quote(remote)}")
-    fleet.put_files(master, {m.filename: m.text for m in manifests}, remote)
-    return [f"{remote}/{m.filename}" for m in manifests]
-
-
-def kubectl_apply(
-    lab: Lab, manifests: list[Manifest], topo: Topology, fleet: Fleet, say: Say
-) -> None:
-    paths = upload_manifests(lab, manifests, topo, fleet)
-    files = " ".join(f"-f {shlex.quote(p)}" for p in paths)
-    r = fleet.run(topo.control_plane.name, f"{lab.values['kubectl']} apply {files}")
-    for line in r.stdout.splitlines():
-        say(f"{topo.control_plane.name}: {line}")
-    if not r.ok:
-        raise ApplyError(f"{topo.control_plane.name}: kubectl apply failed: {_said(r)}")
-
-
-def kubectl_delete(
-    lab: Lab, manifests: list[Manifest], topo: Topology, fleet: Fleet, say: Say
-) -> None:
-    paths = upload_manifests(lab, manifests, topo, fleet)
-    # Reverse order: the Namespace (first applied) goes last.
-    files = " ".join(f"-f {shlex.quote(p)}" for p in reversed(paths))
-    # Wait until they are gone: the images are removed next, which fails while a container of
-    # a terminating pod still uses them, and an apply right after would meet a terminating
-    # namespace.
-    wait = int(lab.values["wait_timeout"])
-    say(f"{topo.control_plane.name}: deleting; waiting up to {wait}s for the objects to go ...")
-    r = fleet.run(
-        topo.control_plane.name,
-        f"{lab.values['kubectl']} delete --ignore-not-found --timeout={wait}s {files}",
-        timeout=wait + 60,
-    )
-    for line in r.stdout.splitlines():
-        say(f"{topo.control_plane.name}: {line}")
-    if not r.ok:
-        raise ApplyError(f"{topo.control_plane.name}: kubectl delete failed: {_said(r)}")
-
-
-_CONDITION = {"deployment": "Available", "pod": "Ready", "daemonset": "Ready"}
-# kubectl's AGE column and RESTARTS' "(5s ago)": they change every poll, the state does not.
-_AGE = re.compile(r"(?<!\S)\(?\d+[smhdy](\d+[smhdy])?( ago\))?(?!\S)")
-
-
-def _without_ages(line: str) -> str:
-    return " ".join(_AGE.sub("", line).split())
-
-
-def wait_ready(
-    lab: Lab,
-    steps: tuple[Step, ...],
-    topo: Topology,
-    fleet: Fleet,
-    say: Say,
-    timeout: float,
-) -> None:
-    """Poll until every `wait:` object is ready, saying each change; on timeout, say which
-    object is not ready and its latest events."""
-    kubectl, master = lab.values["kubectl"], topo.control_plane.name
-    pending = list(dict.fromkeys(w for s in steps for w in s.wait))
-    last: dict[WaitFor, str] = {}
-    deadline = time.monotonic() + timeout
-    while pending:
-        for w in list(pending):
-            cond = _CONDITION.get(w.kind, "Ready")
-            r = fleet.run(
-                master,
-                f"{kubectl} wait --for=condition={cond} {w.kind}/{w.name}"
-                f" -n {w.namespace} --timeout=2s",
-            )
-            if r.ok:
-                pending.remove(w)
-                say(f"ready: {w}")
-                continue
-            state = fleet.run(
-                master, f"{kubectl} get {w.kind}/{w.name} -n {w.namespace} --no-headers"
-            )
-            now = " ".join((state.stdout or state.stderr).split())
-            if _without_ages(last.get(w, "")) != _without_ages(now):
-                last[w] = now
-                say(f"waiting: {w}: {now}")
-        if pending and time.monotonic() > deadline:
-            w = pending[0]
-            events = fleet.run(
-                master,
-                f"{kubectl} get events -n {w.namespace} --sort-by=.lastTimestamp"
-                f" | grep -F {shlex.quote(w.name)} | tail -n 3",
-            )
-            why = " | ".join(" ".join(line.split()) for line in events.stdout.splitlines())
-            raise ApplyError(
-                f"timed out after {timeout:.0f}s: {w} not ready ({last.get(w, '?')}); "
-                f"events: {why or 'none'}"
-            )
-        if pending:
-            time.sleep(2)
-
-
-def _said(r) -> str:
-    lines = (r.stderr.strip() or r.stdout.strip()).splitlines()
-    return lines[-1] if lines else f"exit {r.exit_code}"

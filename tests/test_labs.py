@@ -3,6 +3,9 @@ Kubernetes schemas of every supported minor, with the course's names, labels and
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import kubernetes_validate
 import pytest
 import yaml
@@ -26,6 +29,16 @@ def objects(topo=None, only=()):
 
 def test_ch09_is_listed():
     assert "ch09" in lab_ids()
+
+
+def test_reading_a_lab_imports_no_ssh():
+    """k8slab.labs reads labs; applying them over SSH is k8slab.apply's."""
+    code = (
+        "import sys, k8slab.labs; "
+        "print(sorted(m for m in ('k8slab.ssh', 'k8slab.apply', 'paramiko') if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("minor", topology.SUPPORTED_KUBE_MINORS)

@@ -18,7 +18,7 @@ def _apply_error(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from k8slab.labs import ApplyError
+        from k8slab.apply import ApplyError
 
         try:
             return fn(*args, **kwargs)
@@ -55,23 +55,24 @@ def apply(
       labctl apply ch09 --only hostpath --only emptydir
       labctl apply ch09 --nodes-only     # hostPath files and images only
     """
-    from k8slab import labs as lablib
+    from k8slab import apply as lib
+    from k8slab.labs import render_manifests
 
     topo = state.topology()
     lab = state.lab(lab_id, topo)
     steps = lab.select_steps(only)
-    manifests = [] if nodes_only else lablib.render_manifests(lab, topo, steps)
+    manifests = [] if nodes_only else render_manifests(lab, topo, steps)
     hosts = list(topo.workers) if nodes_only else list(topo.hosts)
     with state.fleet(topo, hosts) as fleet:
-        lablib.prepare_nodes(lab, steps, topo, fleet, _say)
-        lablib.load_archives(topo, fleet, hosts, _say)
-        lablib.build_images(lab, steps, topo, fleet, _say)
+        lib.prepare_nodes(lab, steps, topo, fleet, _say)
+        lib.load_archives(topo, fleet, hosts, _say)
+        lib.build_images(lab, steps, topo, fleet, _say)
         if nodes_only:
             click.echo(f"{lab.id}: nodes prepared (--nodes-only: nothing applied)")
             return
-        lablib.kubectl_apply(lab, manifests, topo, fleet, _say)
+        lib.kubectl_apply(lab, manifests, topo, fleet, _say)
         wait = timeout or int(lab.values["wait_timeout"])
-        lablib.wait_ready(lab, steps, topo, fleet, _say, wait)
+        lib.wait_ready(lab, steps, topo, fleet, _say, wait)
     click.echo(f"{lab.id}: applied; grade it with: labctl verify {lab.id}")
 
 
@@ -90,11 +91,12 @@ def delete(state: State, lab_id: str | None, yes: bool) -> None:
     Example:
       labctl delete ch09 --yes
     """
-    from k8slab import labs as lablib
+    from k8slab import apply as lib
+    from k8slab.labs import render_manifests
 
     topo = state.topology()
     lab = state.lab(lab_id, topo)
-    manifests = lablib.render_manifests(lab, topo)
+    manifests = render_manifests(lab, topo)
     objects = ", ".join(f"{m.kind.lower()}/{m.name}" for m in manifests)
     confirm(
         f"Delete {objects} and the lab's node files and images?",
@@ -102,7 +104,7 @@ def delete(state: State, lab_id: str | None, yes: bool) -> None:
         yes,
     )
     with state.fleet(topo, list(topo.hosts)) as fleet:
-        lablib.kubectl_delete(lab, manifests, topo, fleet, _say)
-        lablib.prepare_nodes(lab, lab.steps, topo, fleet, _say, undo=True)
-        lablib.remove_images(lab, lab.steps, topo, fleet, _say)
+        lib.kubectl_delete(lab, manifests, topo, fleet, _say)
+        lib.prepare_nodes(lab, lab.steps, topo, fleet, _say, undo=True)
+        lib.remove_images(lab, lab.steps, topo, fleet, _say)
     click.echo(f"{lab.id}: deleted")

@@ -28,12 +28,14 @@ def commands(group: click.Group, prefix=()):
 
 
 @pytest.mark.parametrize("path", [p for p, _ in commands(main)], ids=" ".join)
-def test_every_command_has_help_with_an_example(path):
-    result = CliRunner().invoke(main, [*path, "--help"])
+def test_every_command_has_help_with_an_example_in_80_columns(path):
+    result = CliRunner().invoke(main, [*path, "--help"], env={"COLUMNS": "80"})
     assert result.exit_code == 0
     assert "Example:" in result.output
     example = result.output.split("Example:", 1)[1]
     assert "labctl " + (" ".join(path) if path else "") in example
+    # click wraps the prose, not the \b example blocks: those must be written to fit
+    assert [line for line in result.output.splitlines() if len(line) > 80] == []
 
 
 def test_the_walk_found_every_command():

@@ -46,7 +46,7 @@ def main(
 
     \b
     Example:
-      labctl doctor                        # check the three VMs (connects over SSH)
+      labctl doctor                        # check the three VMs, over SSH
       labctl apply ch09 && labctl verify   # needs the cluster built by the deploy
       labctl labs                          # what there is to do; connects nowhere
     """

@@ -32,9 +32,9 @@ def doctor(
 
     \b
     Example:
-      labctl doctor                             # connects to the VMs; no cluster needed
+      labctl doctor                          # the VMs over SSH; no cluster needed
       labctl doctor --skip clock --format json
-      labctl doctor --record doctor-bundle/     # send it along with a question
+      labctl doctor --record doctor-bundle/  # send it along with a question
     """
     from k8slab import doctor as lib
     from k8slab.checks import bundle

@@ -106,7 +106,7 @@ def render(state: State, lab_id: str | None, only: tuple[str, ...], out: str | N
 
     \b
     Example:
-      labctl render ch09 | kubectl apply --dry-run=client -f -    # kubectl on master
+      labctl render ch09 | kubectl apply --dry-run=client -f -  # run on master
       labctl render ch09 --only hostpath --out /tmp/ch09
     """
     from k8slab.labs import render_manifests

@@ -40,6 +40,17 @@ DOCKER_HEADER = (
 )
 
 
+def course_topology(node_ips: dict[str, str] | None = None) -> dict:
+    """The course's topology file (COURSE_TOPOLOGY) as data: three VMs, master and two
+    workers; `node_ips` (host name -> IP) puts other node IPs in place of the course's."""
+    import yaml
+
+    raw = yaml.safe_load(COURSE_TOPOLOGY.read_text())
+    for host in raw["hosts"]:
+        host["node_ip"] = (node_ips or {}).get(host["name"], host["node_ip"])
+    return raw
+
+
 def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 

@@ -15,16 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import course_topology
 
 LABCTL = str(Path(sys.executable).with_name("labctl"))
-GOOD = {
-    "ssh_user": "gurumee",
-    "hosts": [
-        {"name": "master", "role": "control-plane", "node_ip": "10.0.2.15"},
-        {"name": "slave1", "role": "worker", "node_ip": "10.0.2.4"},
-        {"name": "slave2", "role": "worker", "node_ip": "10.0.2.5"},
-    ],
-}
+GOOD = course_topology()
 
 
 def labctl(

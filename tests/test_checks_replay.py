@@ -67,23 +67,27 @@ def _drop(text: str, needle: str) -> str:
     return "".join(kept)
 
 
+def _replace(text: str, old: str, new: str) -> str:
+    assert old in text, f"{old!r} not in the fixture"
+    return text.replace(old, new)
+
+
 def _seed(name: str) -> str:
     return (SEED / name).read_text(encoding="utf-8")
 
 
+# A case: ({(host, check id, run name): the course's output -> the broken one}, the (check,
+# host) that fails, a part of its evidence)
 BROKEN = {
     "pause sandbox gone": (
-        {
-            ("master", "net.pause", "containers"): lambda o: _drop(
-                o[("master", "net.pause", "containers")], "k8s_POD_etcd-master_"
-            )
-        },
+        {("master", "net.pause", "containers"): lambda o: _drop(o, "k8s_POD_etcd-master_")},
         ("net.pause", "master"),
         "kube-system/etcd-master: 0 running k8s_POD_etcd-master_kube-system_* containers",
     ),
     "scheduler crashing": (
         {
-            ("master", "net.pause", "pods"): lambda o: o[("master", "net.pause", "pods")].replace(
+            ("master", "net.pause", "pods"): lambda o: _replace(
+                o,
                 "kube-scheduler-master            1/1     Running",
                 "kube-scheduler-master            0/1     CrashLoopBackOff",
             )
@@ -93,7 +97,8 @@ BROKEN = {
     ),
     "weave pod not ready": (
         {
-            ("master", "net.weave-ds", "ds"): lambda o: o[("master", "net.weave-ds", "ds")].replace(
+            ("master", "net.weave-ds", "ds"): lambda o: _replace(
+                o,
                 "3         3         3       3            3",
                 "3         3         2       3            2",
             )
@@ -102,28 +107,20 @@ BROKEN = {
         "weave-net 3 3 2 3 2",
     ),
     "weave status port closed": (
-        {
-            ("master", "net.weave-ports", "sockets"): lambda o: _drop(
-                o[("master", "net.weave-ports", "sockets")], "127.0.0.1:6784"
-            )
-        },
+        {("master", "net.weave-ports", "sockets"): lambda o: _drop(o, "127.0.0.1:6784")},
         ("net.weave-ports", "master"),
         "no weaver listening on 127.0.0.1:6784",
     ),
     "weave peer unreachable": (
-        {
-            ("master", "net.weave-ports", "sockets"): lambda o: _drop(
-                o[("master", "net.weave-ports", "sockets")], "10.0.2.4:37053"
-            )
-        },
+        {("master", "net.weave-ports", "sockets"): lambda o: _drop(o, "10.0.2.4:37053")},
         ("net.weave-peers", "master"),
         "no weaver connection on 6783 to slave1 (10.0.2.4)",
     ),
     "ipalloc differs from podSubnet": (
         {
-            ("master", "net.weave-ipalloc", "kubeadm"): lambda o: o[
-                ("master", "net.weave-ipalloc", "kubeadm")
-            ].replace("podSubnet: 10.32.0.0/12", "podSubnet: 10.244.0.0/16")
+            ("master", "net.weave-ipalloc", "kubeadm"): lambda o: _replace(
+                o, "podSubnet: 10.32.0.0/12", "podSubnet: 10.244.0.0/16"
+            )
         },
         ("net.weave-ipalloc", "master"),
         "--ipalloc-range=10.32.0.0/12 vs podSubnet: 10.244.0.0/16",
@@ -131,7 +128,7 @@ BROKEN = {
     "kube-dns udp rule missing on slave2": (
         {
             ("slave2", "net.svc-iptables", "nat"): lambda o: _drop(
-                o[("slave2", "net.svc-iptables", "nat")], "--dport 53 -j KUBE-SVC-TCOU7JCQXEZGVUNU"
+                o, "--dport 53 -j KUBE-SVC-TCOU7JCQXEZGVUNU"
             )
         },
         ("net.svc-iptables", "slave2"),
@@ -140,7 +137,7 @@ BROKEN = {
     "simple-app-svc created but no rule": (
         {
             ("master", "net.svc-iptables", "services"): lambda o: (
-                o[("master", "net.svc-iptables", "services")]
+                o
                 + "gurumee   simple-app-svc   ClusterIP   10.104.37.211   <none>   8080/TCP   5m\n"
             )
         },
@@ -195,7 +192,7 @@ def test_broken_course_output_fails_its_check_with_evidence_and_hint(tmp_path, c
 
     edits, failing, evidence = BROKEN[case]
     original = course_outputs()
-    bundle_dir = write_bundle(tmp_path / "b", {k: f(original) for k, f in edits.items()})
+    bundle_dir = write_bundle(tmp_path / "b", {k: f(original[k]) for k, f in edits.items()})
     result = verify(bundle_dir, "--format", "json")
     assert result.exit_code == 1, result.output
     checks = statuses(result)

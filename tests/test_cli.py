@@ -7,7 +7,7 @@ import click
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import COURSE_TOPOLOGY
+from conftest import COURSE_TOPOLOGY, course_topology
 
 from k8slab.cli import main
 
@@ -128,7 +128,7 @@ def test_errors_are_one_line_with_exit_2(args, message):
 
 
 def test_a_bad_topology_override_is_a_config_error(tmp_path):
-    raw = yaml.safe_load(COURSE_TOPOLOGY.read_text())
+    raw = course_topology()
     raw["labs"] = {"ch09": {"replica": 2}}
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
     result = CliRunner().invoke(main, ["--config", str(tmp_path / "t.yaml"), "render"])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import course_topology
 
 from k8slab import doctor
 from k8slab.checks import bundle
@@ -24,17 +25,10 @@ from k8slab.cli import main
 from k8slab.ssh import Result
 from k8slab.topology import parse
 
-TOPOLOGY = {
-    "ssh_user": "gurumee",
-    "hosts": [
-        {"name": "master", "role": "control-plane", "node_ip": "192.168.56.10"},
-        {"name": "slave1", "role": "worker", "node_ip": "192.168.56.11"},
-        {"name": "slave2", "role": "worker", "node_ip": "192.168.56.12"},
-    ],
-}
 NODE = {"master": ("192.168.56.10", "08:00:27:8a:10:01", "4c1e5a2b-0001-4f0e-9d6b-5b1c2f3a4d01")}
 NODE["slave1"] = ("192.168.56.11", "08:00:27:8a:10:02", "4c1e5a2b-0002-4f0e-9d6b-5b1c2f3a4d02")
 NODE["slave2"] = ("192.168.56.12", "08:00:27:8a:10:03", "4c1e5a2b-0003-4f0e-9d6b-5b1c2f3a4d03")
+TOPOLOGY = course_topology({name: ip for name, (ip, _, _) in NODE.items()})
 
 FSTAB = """\
 # /etc/fstab: static file system information.

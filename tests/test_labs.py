@@ -8,16 +8,14 @@ import sys
 
 import kubernetes_validate
 import pytest
-import yaml
-from conftest import COURSE_TOPOLOGY
+from conftest import COURSE_TOPOLOGY, course_topology
 
 from k8slab import topology
 from k8slab.labs import LabError, lab_ids, load_lab, render_manifests
 
 
 def course(**overrides):
-    raw = yaml.safe_load(COURSE_TOPOLOGY.read_text())
-    raw.update(overrides)
+    raw = {**course_topology(), **overrides}
     return topology.parse(raw, COURSE_TOPOLOGY)
 
 

@@ -1,7 +1,7 @@
 """Support bundles: every command a `labctl verify` ran, with its output, saved to a directory
 (`--record DIR`) and graded again offline (`--replay DIR`, or the `.tgz` of it a learner sends).
 
-Layout (documented in README.md, "Support bundles"; the checks in labs/ch09/README.md)::
+Layout (documented in docs/grading.md, "Support bundles"; the checks in labs/ch09/README.md)::
 
     DIR/bundle.json          index: format, lab, checks, tool, created, topology, commands[]
     DIR/commands/NNN-HOST.out  stdout of command NNN on HOST

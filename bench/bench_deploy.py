@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from tests.testbed import bed  # noqa: E402
 
 PHASES = ("hostprep", "docker")
-ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV") or bed.CACHE / "ansible-venv")
+ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV") or bed.spec.CACHE_ROOT / "ansible-venv")
 
 
 def pyinfra_exe() -> str:
@@ -43,7 +43,7 @@ def timed(argv, env=None, cwd=REPO):
 
 
 def run_pyinfra(phase: str, lab: Path) -> tuple[float, int]:
-    env = {**os.environ, "LAB_CONFIG": str(lab)}
+    env = {**os.environ, "LAB_CONFIG": str(lab), "LAB_KNOWN_HOSTS": str(bed.cluster().known_hosts)}
     secs, r = timed([pyinfra_exe(), "-y", "inventory/lab.py", f"deploys/{phase}.py"], env)
     out = r.stdout + r.stderr
     if r.returncode != 0:
@@ -88,9 +88,9 @@ def ansible_workdir(lab: Path) -> Path:
         )
     lines += [
         "[lab:vars]",
-        f"ansible_user={bed.USER}",
-        f"ansible_ssh_private_key_file={bed.STATE / 'id_ed25519'}",
-        f"ansible_ssh_common_args='-o UserKnownHostsFile={bed.STATE / 'known_hosts'} "
+        f"ansible_user={bed.cluster().user}",
+        f"ansible_ssh_private_key_file={bed.cluster().key}",
+        f"ansible_ssh_common_args='-o UserKnownHostsFile={bed.cluster().known_hosts} "
         "-o StrictHostKeyChecking=yes'",
         "ansible_python_interpreter=/usr/bin/python3",
         f"files_dir={files}",

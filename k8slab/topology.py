@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "weave_image_repo": "docker.io/rajchaudhuri",
     "weave_version": "2.9.0",
     "weave_iptables_backend": "nft",
+    "weave_fastdp": True,
     "kube_apt_repo": "https://pkgs.k8s.io/core:/stable:/v{minor}/deb/",
     "kube_apt_key": None,
     "docker_apt_repo": "https://download.docker.com/linux/{distro}",
@@ -115,6 +116,7 @@ class Topology:
     image_archives: tuple[ImageArchive, ...] = ()
     allow_cgroup_v1: bool = False
     kube_proxy_tune_conntrack: bool = True
+    weave_fastdp: bool = True
     labs: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Every top-level value but the SSH ones, as written (or defaulted): what a bundle keeps.
     settings: dict[str, Any] = field(default_factory=dict)
@@ -154,6 +156,7 @@ class Topology:
             "image_archives": [a.as_dict() for a in self.image_archives],
             "allow_cgroup_v1": self.allow_cgroup_v1,
             "kube_proxy_tune_conntrack": self.kube_proxy_tune_conntrack,
+            "weave_fastdp": self.weave_fastdp,
             "source_probes": self.source_probes(),
             "nodes": [{"name": h.name, "node_ip": h.node_ip, "role": h.role} for h in self.hosts],
         }
@@ -346,7 +349,7 @@ def parse(raw: Any, path: Path = DEFAULT_PATH, check_files: bool = True) -> Topo
     sha = cfg["cri_dockerd_sha256"]
     if sha is not None and not _SHA256.match(str(sha)):
         raise fail("cri_dockerd_sha256", "expected 64 lowercase hex digits")
-    for key in ("allow_cgroup_v1", "kube_proxy_tune_conntrack"):
+    for key in ("allow_cgroup_v1", "kube_proxy_tune_conntrack", "weave_fastdp"):
         if not isinstance(cfg[key], bool):
             raise fail(key, f"{cfg[key]!r} is not true or false")
     image_repo = str(cfg["kube_image_repository"]).rstrip("/")
@@ -389,6 +392,7 @@ def parse(raw: Any, path: Path = DEFAULT_PATH, check_files: bool = True) -> Topo
         image_archives=archives,
         allow_cgroup_v1=cfg["allow_cgroup_v1"],
         kube_proxy_tune_conntrack=cfg["kube_proxy_tune_conntrack"],
+        weave_fastdp=cfg["weave_fastdp"],
         labs=cfg["labs"],
         settings={k: cfg[k] for k in DEFAULTS if not k.startswith("ssh_")},
     )

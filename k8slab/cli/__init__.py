@@ -9,7 +9,15 @@ import os
 
 import click
 
-from k8slab.cli import apply_cmd, doctor_cmd, labs_cmd, reset_cmd, status_cmd, verify_cmd
+from k8slab.cli import (
+    apply_cmd,
+    doctor_cmd,
+    labs_cmd,
+    machines_cmd,
+    reset_cmd,
+    status_cmd,
+    verify_cmd,
+)
 from k8slab.cli.common import State
 
 
@@ -67,5 +75,6 @@ for command in (
     doctor_cmd.doctor,
     reset_cmd.reset,
     status_cmd.status,
+    machines_cmd.machines,
 ):
     main.add_command(command)

@@ -19,18 +19,21 @@ from pathlib import Path
 
 import pytest
 
+from k8slab.machines import MachinesError, manage, nspawn
+
 from . import bed
 
 
 class Testbed:
-    hosts = tuple(h.name for h in bed.HOSTS)
-    ips = {h.name: h.ip for h in bed.HOSTS}
+    hosts = ("master", "slave1", "slave2")
+    ips = {"master": "10.0.2.15", "slave1": "10.0.2.4", "slave2": "10.0.2.5"}
 
     def __init__(self, config: Path):
         self.config = config
-        self.state = bed.STATE
-        self.known_hosts = bed.STATE / "known_hosts"
-        self.key = bed.STATE / "id_ed25519"
+        c = bed.cluster()
+        self.state = c.state
+        self.known_hosts = c.known_hosts
+        self.key = c.key
 
     def ssh(self, host: str, cmd: str, timeout: float = 600) -> tuple[int, str, str]:
         """Run cmd with sh as root on host; (returncode, stdout, stderr)."""
@@ -41,22 +44,20 @@ class Testbed:
         return bed.ssh(host, cmd, root=False, timeout=timeout)
 
     def stop(self, host: str, hard: bool = False) -> None:
-        bed.stop_host(host, hard=hard)
+        nspawn.stop(bed.cluster(), host, bed.log, hard=hard)
 
     def start(self, host: str) -> None:
-        bed.start_host(host)
+        manage.start(bed.cluster(), [host], bed.log)
 
     def reboot(self, host: str) -> None:
-        bed.reboot_host(host)
+        nspawn.reboot(bed.cluster(), host, bed.log)
 
     def ensure_all_up(self) -> None:
         """Start any host that is not running (a test that stopped one may have failed)."""
-        for h in self.hosts:
-            if not self.running(h):
-                self.start(h)
+        manage.start(bed.cluster(), [], bed.log)
 
     def running(self, host: str) -> bool:
-        return bed.host_running(host)
+        return nspawn.running(bed.cluster(), host)
 
     def renew_roots(self) -> None:
         """Bare hosts again: every root copied anew from the base, then booted."""
@@ -68,11 +69,15 @@ class Testbed:
 
     def peak_memory(self, host: str) -> int | None:
         """The most memory the host has used since it booted, in bytes (cgroup v1 only)."""
-        return bed.peak_memory(host)
+        return nspawn.peak_memory(bed.cluster(), host)
 
     def env(self) -> dict[str, str]:
         """Environment for running pyinfra/labctl against the bed."""
-        return {**os.environ, "LAB_CONFIG": str(self.config)}
+        return {
+            **os.environ,
+            "LAB_CONFIG": str(self.config),
+            "LAB_KNOWN_HOSTS": str(self.known_hosts),
+        }
 
     repo = bed.REPO
 
@@ -111,7 +116,7 @@ def testbed():
         config = bed.up()
     except BaseException as e:
         lock.__exit__(None, None, None)
-        if isinstance(e, bed.TestbedError):
+        if isinstance(e, bed.TestbedError | MachinesError):
             pytest.fail(f"the test bed did not come up: {e}", pytrace=False)
         raise
     tb = Testbed(config)
@@ -143,6 +148,6 @@ def docker_hosts(testbed):
         testbed.ssh(
             h,
             "docker image inspect busybox:latest >/dev/null 2>&1 || "
-            "docker import /opt/testbed/busybox-rootfs.tar busybox:latest",
+            f"docker import /{bed.BUSYBOX} busybox:latest",
         )
     return testbed

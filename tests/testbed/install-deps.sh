@@ -4,7 +4,7 @@
 set -eu
 # gnupg and apt-utils (apt-ftparchive; dpkg-deb is in dpkg): the source tests make a signed
 # apt repository of stand-in packages (tests/testbed/artifacts.py).
-PKGS="debootstrap systemd-container iproute2 openssh-client busybox-static ca-certificates debian-archive-keyring python3 gnupg apt-utils"
+PKGS="debootstrap systemd-container iproute2 iptables openssh-client busybox-static ca-certificates debian-archive-keyring python3 gnupg apt-utils"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,5 +1,5 @@
 """What kubelet needs of a host and systemd-nspawn does not give, provided by the bed's own
-set-up (tests/testbed/bed.py, supervise.py; never the product's deploy). Each was found by a
+set-up (k8slab/machines: base.py, nspawn.py; never the deploy). Each was found by a
 real failure of kubelet or of a pod sandbox in the bed; each check here fails without its fix
 and needs no Kubernetes.
 """
@@ -61,7 +61,7 @@ def test_a_container_with_a_negative_oom_score_adj_runs(docker_hosts, host):
 
 def test_the_runtime_is_registered_beside_the_products_daemon_json(docker_hosts):
     rc, out, err = docker_hosts.ssh("slave1", "docker info -f '{{.DefaultRuntime}}'")
-    assert (rc, out.strip()) == (0, "testbed"), err
+    assert (rc, out.strip()) == (0, "k8s-lab-machine"), err
     daemon = json.loads(docker_hosts.ssh("slave1", "cat /etc/docker/daemon.json")[1])
     assert "default-runtime" not in daemon and "runtimes" not in daemon
 

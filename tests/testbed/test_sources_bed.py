@@ -146,8 +146,8 @@ def test_wrong_key_is_one_line_naming_apts_error_before_packages_change(source_h
 
 def test_unreachable_url_stops_the_preflight_before_anything_changes(source_hosts, made):
     with socket.socket() as s:  # a port nothing listens on
-        s.bind((bed.BRIDGE_IP, 0))
-        dead = f"http://{bed.BRIDGE_IP}:{s.getsockname()[1]}/kube/"
+        s.bind((bed.GATEWAY, 0))
+        dead = f"http://{bed.GATEWAY}:{s.getsockname()[1]}/kube/"
     before = {h: source_hosts.ssh(h, "ls /etc/apt/sources.list.d")[1] for h in HOSTS}
     r = pyinfra(source_hosts, config(source_hosts, made, kube_apt_repo=dead), "deploys/cluster.py")
     assert r.returncode != 0
@@ -233,9 +233,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def mirror(made):
     """The same repository served over HTTP on the bed's bridge, like a classroom mirror."""
     handler = functools.partial(_QuietHandler, directory=str(made["repo"].parent))
-    with http.server.ThreadingHTTPServer((bed.BRIDGE_IP, 0), handler) as server:
+    with http.server.ThreadingHTTPServer((bed.GATEWAY, 0), handler) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        yield f"http://{bed.BRIDGE_IP}:{server.server_address[1]}/{made['repo'].name}/"
+        yield f"http://{bed.GATEWAY}:{server.server_address[1]}/{made['repo'].name}/"
         server.shutdown()
 
 
@@ -245,7 +245,7 @@ def test_a_url_mirror_takes_the_same_apt_path(source_hosts, made, converged, mir
     for h in HOSTS:
         source_hosts.ssh(
             h,
-            f"echo 'Acquire::http::Proxy::{bed.BRIDGE_IP} \"DIRECT\";' "
+            f"echo 'Acquire::http::Proxy::{bed.GATEWAY} \"DIRECT\";' "
             "> /etc/apt/apt.conf.d/50testbed-mirror",
         )
     path = config(source_hosts, made, kube_apt_repo=mirror)

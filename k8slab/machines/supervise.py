@@ -1,14 +1,16 @@
-"""Run one test-bed host: systemd-nspawn in its own cgroups, booted again when it reboots.
+"""Run one lab machine: systemd-nspawn in cgroups of its own, booted again when it reboots.
 
-Started detached by tests/testbed/bed.py; stdlib only; not imported by anything.
+Started detached by k8slab.machines.nspawn; stdlib only; the nspawn command line follows `--`:
 
-    supervise.py --name master --root /var/lib/k8s-lab-testbed/master --bridge k8slab-br0 \
-        --state tests/testbed/.state --cgroup k8s-lab-testbed/master
+    python3 -m k8slab.machines.supervise --name master --state DIR \
+        --cgroup k8s-lab/default/master -- systemd-nspawn --boot ...
 
-PID 1 here is not systemd, so nspawn runs with --register=no --keep-unit and uses the cgroup it
-is started in: each host gets its own (CGROUP) in every hierarchy, or the three would collide.
-nspawn exits 133 when the host reboots; then it is started again. SIGTERM (from `stop`) is
-passed to nspawn, which powers the host off; a STATE/NAME.stop file means "do not restart".
+Where PID 1 is not systemd, nspawn runs with --register=no --keep-unit and uses the cgroup it is
+started in: each machine gets its own (CGROUP) in every hierarchy, or they would collide. Where
+PID 1 is systemd, the command line starts with systemd-run --scope and no --cgroup is given.
+nspawn exits 133 when the machine reboots; then it is started again. SIGTERM (from `stop`) is
+passed to nspawn, which powers the machine off; a STATE/NAME.stop.pid file means "do not
+restart".
 """
 
 import argparse
@@ -36,12 +38,20 @@ def cgroup_mounts():
 
 
 def prepare_cgroups(rel):
-    """Create REL in every hierarchy (cpuset needs cpus/mems filled in before it takes tasks)."""
+    """Create REL in every hierarchy (cpuset needs cpus/mems filled in before it takes tasks;
+    on cgroup v2 the parents hand their controllers down)."""
     dirs = []
     for mnt in cgroup_mounts():
         cur = mnt
         for part in Path(rel).parts:
             parent, cur = cur, cur / part
+            if (parent / "cgroup.subtree_control").exists():
+                wanted = (parent / "cgroup.controllers").read_text().split()
+                for c in wanted:
+                    try:
+                        (parent / "cgroup.subtree_control").write_text(f"+{c}")
+                    except OSError:
+                        pass
             cur.mkdir(exist_ok=True)
             for knob in ("cpuset.cpus", "cpuset.mems"):
                 f = cur / knob
@@ -63,11 +73,11 @@ def remove_cgroups(dirs):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--name", required=True)
-    ap.add_argument("--root", required=True)
-    ap.add_argument("--bridge", required=True)
     ap.add_argument("--state", required=True)
-    ap.add_argument("--cgroup", required=True)
+    ap.add_argument("--cgroup")
+    ap.add_argument("argv", nargs=argparse.REMAINDER)
     a = ap.parse_args()
+    argv = a.argv[1:] if a.argv[:1] == ["--"] else a.argv
     state = Path(a.state)
     stopfile = state / f"{a.name}.stop.pid"
     pidfile = state / f"{a.name}.nspawn.pid"
@@ -82,27 +92,10 @@ def main():
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-
-    argv = [
-        "systemd-nspawn",
-        "--quiet",
-        "--boot",
-        "--register=no",
-        "--keep-unit",
-        f"--directory={a.root}",
-        f"--machine={a.name}",
-        f"--network-bridge={a.bridge}",
-        "--resolv-conf=off",
-        "--console=pipe",
-        "--link-journal=no",
-        "--system-call-filter=@keyring bpf",
-        # kubelet opens /dev/kmsg, which needs CAP_SYSLOG (nspawn drops it by default)
-        "--capability=CAP_SYSLOG",
-    ]
     rc = 0
     boots = 0
     while not stopping and not stopfile.exists():
-        dirs = prepare_cgroups(a.cgroup)
+        dirs = prepare_cgroups(a.cgroup) if a.cgroup else []
 
         def join(dirs=dirs):
             pid = str(os.getpid())
@@ -118,8 +111,9 @@ def main():
         pidfile.unlink(missing_ok=True)
         if rc != REBOOT_EXIT:
             break
-        log(f"{a.name}: the host rebooted; starting it again")
-    remove_cgroups([m / a.cgroup for m in cgroup_mounts()])
+        log(f"{a.name}: the machine rebooted; starting it again")
+    if a.cgroup:
+        remove_cgroups([m / a.cgroup for m in cgroup_mounts()])
     sys.exit(0 if stopping or stopfile.exists() else rc)
 
 

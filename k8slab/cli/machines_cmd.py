@@ -34,15 +34,16 @@ def _cluster(name: str):
 def machines() -> None:
     """Lab machines on this Linux computer: one container per topology host (Debian 12,
     systemd, sshd) on a private bridge with the topology's addresses, so the deploy and
-    labctl use them as they would VMs. Needs root (sudo) and systemd-nspawn.
+    labctl use them as they would VMs. Needs root (sudo) and the package
+    systemd-container.
 
     \b
     Example:
-      sudo labctl machines up          # master, slave1, slave2 at the course's IPs
+      sudo .venv/bin/labctl machines up    # master, slave1, slave2 (course's IPs)
       export LAB_CONFIG=... LAB_KNOWN_HOSTS=...   # the line up prints
       pyinfra inventory/lab.py deploys/cluster.py
       labctl apply ch09 && labctl verify
-      sudo labctl machines destroy     # everything up made, away
+      sudo .venv/bin/labctl machines destroy   # everything up made, away
     """
 
 
@@ -71,8 +72,9 @@ def machines() -> None:
 def up(state: State, cluster: str, offline: bool, subnet, mirror, dns, yes: bool) -> None:
     """Make and boot one machine per host of the topology file, at its node_ip, with its
     ssh_user (NOPASSWD sudo) and a key made for the lab; write the topology file the
-    deploy and labctl then read, and say where. Safe to re-run: running machines are left
+    deploy and labctl then read, and say where. Running it again is safe: running machines are left
     as they are. The first run builds a Debian 12 root with debootstrap (about 1.5 min).
+    Adding a host to the topology and running up again adds its machine.
 
     \b
     Example:
@@ -111,7 +113,14 @@ def up(state: State, cluster: str, offline: bool, subnet, mirror, dns, yes: bool
 
 @machines.command()
 @CLUSTER
-@click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("table", "json")),
+    default="table",
+    show_default=True,
+    help="json: for scripts.",
+)
 @one_line_errors
 def status(cluster: str, fmt: str) -> None:
     """What runs: each machine's state, SSH and memory in use. Exits 1 when one is not
@@ -192,7 +201,7 @@ def ssh(cluster: str, name: str, command: tuple[str, ...]) -> None:
     \b
     Example:
       sudo labctl machines ssh master
-      sudo labctl machines ssh slave1 -- docker ps
+      sudo labctl machines ssh slave1 -- sudo docker ps
     """
     from k8slab.machines import nspawn
 

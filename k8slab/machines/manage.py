@@ -18,6 +18,15 @@ from k8slab.machines.spec import Cluster, Machine
 
 Say = Callable[[str], None]
 Ask = Callable[[str], bool]
+# Topology keys that may name a file or folder on this machine, relative to the file.
+LOCAL_PATH_KEYS = (
+    "kube_apt_repo",
+    "kube_apt_key",
+    "docker_apt_repo",
+    "docker_apt_key",
+    "cri_dockerd_url",
+    "image_archives",
+)
 
 
 class HostProblems(MachinesError):
@@ -51,15 +60,22 @@ def up(
     t0 = time.monotonic()
     wanted = spec.from_topology(topo, name, subnet, spares)
     before = spec.recorded(name)
-    if before is not None and (before.network, before.all) != (wanted.network, wanted.all):
+    if before is not None and (
+        before.network != wanted.network or not set(before.all) <= set(wanted.all)
+    ):
         raise MachinesError(
-            f"cluster {name} has other machines ({_listing(before)}) than {topo.path} asks for: "
-            f"destroy it first (labctl machines destroy --cluster {name}) or name another "
-            "--cluster"
+            f"cluster {name} has other machines ({_listing(before)}) than {topo.path} asks for "
+            f"(adding hosts is fine; changing or removing one is not): destroy it first "
+            f"(labctl machines destroy --cluster {name}) or name another --cluster"
         )
     srcs = base.sources(mirror or (before.mirror if before else None))
     cluster = (before or wanted).but(
-        offline=offline, dns=dns or "", mirror=mirror or (before.mirror if before else "")
+        machines=wanted.machines,
+        spares=wanted.spares,
+        source=wanted.source,
+        offline=offline,
+        dns=dns or "",
+        mirror=mirror or (before.mirror if before else ""),
     )
     if before is not None and before.offline != offline and _any_running(before):
         mode = "offline" if before.offline else "online"
@@ -96,9 +112,7 @@ def up(
     if after_rules != cluster:
         cluster = after_rules
         cluster.save()
-    if not network.service_pid(cluster):
-        network.stop_service(cluster)  # the other mode's, if it ran
-        network.ensure_service(cluster, base.mirror_hosts(srcs))
+    if network.ensure_service(cluster, base.mirror_hosts(srcs)):
         what = "an apt proxy" if offline else "a DNS forwarder"
         say(f"{what} on {cluster.gateway} for the machines")
         changed.append("gateway service")
@@ -212,6 +226,11 @@ def _write_topology(cluster: Cluster, topo, needs: host.Needs, ask: Ask | None) 
     nobody edited it; an edited one is replaced only when `ask` says yes."""
     raw = yaml.safe_load(Path(topo.path).read_text()) if Path(topo.path).is_file() else None
     raw = raw if isinstance(raw, dict) else {}
+    here = Path(topo.path).resolve().parent
+    for key in LOCAL_PATH_KEYS:  # the written file lives elsewhere: its folders made absolute
+        value = raw.get(key)
+        if isinstance(value, str) and "://" not in value and not value.startswith("file:"):
+            raw[key] = str(here / Path(value).expanduser())
     raw["ssh_user"] = cluster.user
     raw["ssh_key"] = str(cluster.key)
     raw.pop("ssh_port", None)

@@ -15,6 +15,7 @@ this machine (tests/testbed/test_machines_nat.py); never towards a real default 
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -89,8 +90,12 @@ def add_rules(c: Cluster) -> Cluster:
         if not c.offline:
             raise MachinesError("iptables: not found: apt-get install iptables")
         return c  # no iptables, no firewall of its kind to pass
-    added = list(c.added_rules)
-    for rule in wanted_rules(c):
+    wanted = wanted_rules(c)
+    for table, chain, *spec in (r for r in c.added_rules if r not in wanted):  # other mode's
+        while _iptables("-t", table, "-C", chain, *spec).returncode == 0:
+            _iptables("-t", table, "-D", chain, *spec)
+    added = [r for r in c.added_rules if r in wanted]
+    for rule in wanted:
         table, chain, *spec = rule
         if _iptables("-t", table, "-C", chain, *spec).returncode != 0:
             r = _iptables("-t", table, "-I", chain, *spec)
@@ -102,6 +107,9 @@ def add_rules(c: Cluster) -> Cluster:
     if not c.offline and IP_FORWARD.read_text().strip() != "1":
         forward_was = forward_was or IP_FORWARD.read_text().strip()
         IP_FORWARD.write_text("1\n")
+    elif c.offline and forward_was is not None:  # online before: forwarding back as it was
+        IP_FORWARD.write_text(forward_was + "\n")
+        forward_was = None
     return c.but(added_rules=tuple(added), ip_forward_was=forward_was)
 
 
@@ -130,46 +138,50 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 # --- the gateway's services -------------------------------------------------------------
 
 
-def service(c: Cluster) -> tuple[str, str]:
-    """(name, module) of the program the gateway runs for this cluster's mode."""
-    return ("proxy", "k8slab.machines.proxy") if c.offline else ("dns", "k8slab.machines.dns")
-
-
-def service_pid(c: Cluster) -> int | None:
-    name, module = service(c)
-    return procs.running(c.state, name, f"{module} --listen {c.gateway}")
-
-
-def ensure_service(c: Cluster, mirror_hosts: list[str]) -> None:
-    if service_pid(c):
-        return
-    name, module = service(c)
+def service(c: Cluster, mirror_hosts: list[str] = ()) -> tuple[str, list[str], int]:
+    """(name, python -m argv, port) of the program the gateway runs for this cluster's mode."""
     if c.offline:
-        port = PROXY_PORT
-        argv = [module, "--listen", f"{c.gateway}:{port}", "--allow", ",".join(mirror_hosts)]
-    else:
-        port = 53
-        argv = [module, "--listen", c.gateway, *(["--upstream", c.dns] if c.dns else [])]
+        listen = ["--listen", f"{c.gateway}:{PROXY_PORT}", "--allow", ",".join(mirror_hosts)]
+        return "proxy", ["k8slab.machines.proxy", *listen], PROXY_PORT
+    upstream = ["--upstream", c.dns] if c.dns else []
+    return "dns", ["k8slab.machines.dns", "--listen", c.gateway, *upstream], 53
+
+
+def service_pid(c: Cluster, mirror_hosts: list[str] = ()) -> int | None:
+    """The gateway's program, if it runs with exactly this cluster's settings."""
+    name, argv, _port = service(c, mirror_hosts)
+    return procs.running(c.state, name, " ".join(argv))
+
+
+def ensure_service(c: Cluster, mirror_hosts: list[str]) -> bool:
+    """The gateway's program running as the cluster's mode and settings; True if started."""
+    if service_pid(c, mirror_hosts):
+        return False
+    stop_service(c)  # the other mode's, or the same with other settings
+    name, argv, port = service(c, mirror_hosts)
     log = c.state / f"{name}.log"
     pid = procs.start(c.state, name, argv, log)
-    kind = socket.SOCK_STREAM
+    err = 0
     for _ in range(100):
-        with socket.socket(socket.AF_INET, kind) as s:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.settimeout(0.5)
-            if s.connect_ex((c.gateway, port)) == 0:
-                return
-        if not Path(f"/proc/{pid}").exists() or procs.zombie(pid):
+            err = s.connect_ex((c.gateway, port))
+            if err == 0:
+                return True
+        if procs.zombie(pid):
             break
         time.sleep(0.1)
     tail = " / ".join(log.read_text(errors="replace").strip().splitlines()[-2:])
-    raise MachinesError(f"the machines' {name} on {c.gateway}:{port} did not start: {tail}")
+    why = os.strerror(err) if err else "it exited"
+    raise MachinesError(
+        f"the machines' {name} on {c.gateway}:{port} did not answer ({why}); its log: {tail}"
+    )
 
 
 def stop_service(c: Cluster) -> None:
     """Stop the gateway's program of either mode (a cluster may have changed mode)."""
-    for offline in (False, True):
-        mode = c.but(offline=offline)
-        pid = service_pid(mode)
+    for name, module in (("proxy", "k8slab.machines.proxy"), ("dns", "k8slab.machines.dns")):
+        pid = procs.running(c.state, name, f"{module} --listen {c.gateway}")
         if pid:
             procs.terminate(pid)
-        procs.pidfile(c.state, service(mode)[0]).unlink(missing_ok=True)
+        procs.pidfile(c.state, name).unlink(missing_ok=True)

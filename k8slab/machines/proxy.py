@@ -1,14 +1,15 @@
-"""A tiny HTTP forward proxy for the test-bed hosts' apt: GET and HEAD to allowed hosts only.
+"""The offline machines' apt proxy: GET and HEAD to the Debian mirror's hosts only.
 
-    proxy.py --listen 10.0.2.1:3142 --allow deb.debian.org,security.debian.org
+    python3 -m k8slab.machines.proxy --listen 10.0.2.1:3142 --allow deb.debian.org
 
-The hosts have no default route; this is their only way out. Plain http (port 80) to a host in
---allow (the names in this machine's apt sources) is forwarded; everything else - other hosts,
-other ports, https, CONNECT, POST, ... - gets 403. Stdlib only; started detached by bed.py.
+Offline machines have no way out but this. Plain http (port 80) to a host in --allow (the
+mirror's) is forwarded; everything else - other hosts, other ports, https, CONNECT, POST, ... -
+gets 403. Stdlib only; started detached by k8slab.machines.network.
 """
 
 import argparse
 import http.client
+import socketserver
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,7 +33,7 @@ CHUNK = 64 * 1024
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version = "k8s-lab-testbed-proxy"
+    server_version = "k8s-lab-machines-proxy"
 
     def setup(self):
         super().setup()
@@ -51,7 +52,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def deny(self, why=None):
         why = why or f"method {self.command} not allowed"
-        body = f"403 refused by the k8s-lab test-bed proxy: {why}\n".encode()
+        body = f"403 refused by the k8s-lab machines' proxy: {why}\n".encode()
         self.send_response(403)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -71,7 +72,7 @@ class Handler(BaseHTTPRequestHandler):
         if url.scheme != "http" or not host:
             return self.deny(f"not an absolute http:// URL: {self.path[:200]}")
         if host not in ALLOWED:
-            return self.deny(f"host {host} is not an apt source of this machine")
+            return self.deny(f"host {host} is not the machines' Debian mirror")
         if url.port not in (None, 80):
             return self.deny(f"port {url.port} not allowed")
         target = url.path or "/"
@@ -123,6 +124,16 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write(f"{time.strftime('%H:%M:%S')} {self.client_address[0]} {fmt % args}\n")
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self):
+        # HTTPServer's own looks its address up in DNS (getfqdn): on an offline host that
+        # waits for resolver timeouts before the proxy listens. The name is never used.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", required=True, help="ADDRESS:PORT")
@@ -130,8 +141,7 @@ def main():
     a = ap.parse_args()
     ALLOWED.update(h.strip().lower() for h in a.allow.split(",") if h.strip())
     addr, port = a.listen.rsplit(":", 1)
-    ThreadingHTTPServer.daemon_threads = True
-    srv = ThreadingHTTPServer((addr, int(port)), Handler)
+    srv = Server((addr, int(port)), Handler)
     sys.stderr.write(f"listening on {a.listen}, allowing GET/HEAD to {sorted(ALLOWED)}\n")
     sys.stderr.flush()
     srv.serve_forever()

@@ -165,6 +165,18 @@ def test_weave_manifest_uses_the_fork_and_the_pod_subnet():
     assert containers["weave"]["readinessProbe"]["httpGet"]["port"] == 6784
 
 
+@pytest.mark.parametrize("minor", MINORS)
+def test_weave_without_fastdp_runs_sleeve_only(minor):
+    def env(fastdp: bool) -> dict:
+        ds = weave_docs({**MASTER, "weave_fastdp": fastdp})[-1]
+        kubernetes_validate.validate(ds, minor, strict=True)
+        weave = ds["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in weave["env"]}
+
+    assert env(False)["WEAVE_NO_FASTDP"] == "1"
+    assert "WEAVE_NO_FASTDP" not in env(True)
+
+
 def test_strict_validation_catches_a_misspelt_field():
     ds = weave_docs()[-1]
     ds["spec"]["template"]["spec"]["hostNetwrok"] = True

@@ -24,6 +24,13 @@ def _say(line: str) -> None:
     click.echo(f"machines: {line}", err=True)
 
 
+def _need_root() -> None:
+    from k8slab.machines.host import NOT_ROOT
+
+    if os.geteuid() != 0:
+        raise UsageError(NOT_ROOT)
+
+
 def _cluster(name: str):
     from k8slab.machines import spec
 
@@ -84,6 +91,7 @@ def up(state: State, cluster: str, offline: bool, subnet, mirror, dns, yes: bool
     """
     from k8slab.machines import manage
 
+    _need_root()
     topo = state.topology()
 
     def ask(question: str) -> bool:
@@ -167,6 +175,7 @@ def stop(cluster: str, names: tuple[str, ...], hard: bool) -> None:
     """
     from k8slab.machines import manage
 
+    _need_root()
     c = _cluster(cluster)
     done = manage.stop(c, list(names), _say, hard=hard)
     click.echo(f"stopped: {', '.join(done)}" if done else "nothing was running")
@@ -185,6 +194,7 @@ def start(cluster: str, names: tuple[str, ...]) -> None:
     """
     from k8slab.machines import manage
 
+    _need_root()
     c = _cluster(cluster)
     done = manage.start(c, list(names), _say)
     click.echo(f"started: {', '.join(done)}" if done else "all were running")
@@ -226,6 +236,7 @@ def destroy(cluster: str, yes: bool) -> None:
     """
     from k8slab.machines import manage
 
+    _need_root()
     c = _cluster(cluster)
     names = ", ".join(m.name for m in c.all)
     confirm(f"Destroy the machines {names} and their disks?", f"destroy removes {names}", yes)

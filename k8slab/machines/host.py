@@ -34,6 +34,7 @@ MODULES = {
 }
 CAP_SYS_RESOURCE = 24
 GIB = 1 << 30
+NOT_ROOT = "root: lab machines need root (a bridge, containers): run with sudo"
 MEMORY_FOR_THREE = 2.5 * GIB  # a three-node cluster with the chapter's lab (2.8 GiB peak seen)
 DISK_PER_MACHINE = 3 * GIB  # Debian, Docker, the Kubernetes packages and images
 
@@ -70,9 +71,7 @@ def problems(network: str, bridge: str, machines: int, need_base: bool, nat: boo
     the fix; empty when it can go ahead."""
     if sys.platform != "linux":
         return ["lab machines need Linux (systemd-nspawn); on Windows or macOS use VMs"]
-    out = []
-    if os.geteuid() != 0:
-        out.append("root: lab machines need root (a bridge, containers): run with sudo")
+    out = [NOT_ROOT] if os.geteuid() != 0 else []
     tools = [
         ("systemd-nspawn", "systemd-container"),
         ("ip", "iproute2"),

@@ -24,6 +24,7 @@ from k8slab.machines import MachinesError, procs
 from k8slab.machines.base import CONF, umount_under
 from k8slab.machines.host import Needs
 from k8slab.machines.network import PROXY_PORT
+from k8slab.machines.procs import cgroup_mounts
 from k8slab.machines.spec import CACHE_ROOT, Cluster, Machine
 
 SUPERVISOR = "k8slab.machines.supervise"
@@ -310,15 +311,6 @@ def reboot(c: Cluster, name: str, say: Say, timeout: float = 120) -> None:
     else:
         raise MachinesError(f"{name}: did not come back from the reboot in {timeout:.0f} s")
     wait_ssh(c, name, say, max(10.0, deadline - time.monotonic()))
-
-
-def cgroup_mounts() -> list[Path]:
-    out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        if fields[fields.index("-") + 1] in ("cgroup", "cgroup2"):
-            out.append(Path(fields[4]))
-    return out
 
 
 def peak_memory(c: Cluster, name: str) -> int | None:

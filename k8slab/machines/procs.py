@@ -1,5 +1,6 @@
 """The background programs behind a cluster (one supervisor per machine, the apt proxy, the
-DNS forwarder): started detached, found again by PID file plus command line, stopped by PID."""
+DNS forwarder): started detached, found again by PID file plus command line, stopped by PID;
+and the cgroups they run in. Stdlib only: the supervisor imports it."""
 
 from __future__ import annotations
 
@@ -64,3 +65,13 @@ def zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def cgroup_mounts() -> list[Path]:
+    """Where each cgroup hierarchy is mounted (one on cgroup v2)."""
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[fields.index("-") + 1] in ("cgroup", "cgroup2"):
+            out.append(Path(fields[4]))
+    return out

@@ -1,6 +1,7 @@
 """Run one lab machine: systemd-nspawn in cgroups of its own, booted again when it reboots.
 
-Started detached by k8slab.machines.nspawn; stdlib only; the nspawn command line follows `--`:
+Started detached by k8slab.machines.nspawn; stdlib only (and procs); the nspawn command line
+follows `--`:
 
     python3 -m k8slab.machines.supervise --name master --state DIR \
         --cgroup k8s-lab/default/master -- systemd-nspawn --boot ...
@@ -21,20 +22,13 @@ import sys
 import time
 from pathlib import Path
 
+from k8slab.machines.procs import cgroup_mounts
+
 REBOOT_EXIT = 133
 
 
 def log(msg):
     print(f"[supervise {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def cgroup_mounts():
-    out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        if fields[fields.index("-") + 1] in ("cgroup", "cgroup2"):
-            out.append(Path(fields[4]))
-    return out
 
 
 def prepare_cgroups(rel):

@@ -54,7 +54,7 @@ def cluster(testbed, offline_dir):
 
 
 def env(cluster) -> dict[str, str]:
-    return {**os.environ, "LAB_CONFIG": str(cluster.e2e_config)}
+    return {**cluster.env(), "LAB_CONFIG": str(cluster.e2e_config)}
 
 
 def deploy(cluster, name: str, *extra: str) -> dict:

@@ -19,13 +19,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from . import offline
+from . import offline, runs
 
 pytestmark = [pytest.mark.testbed, pytest.mark.e2e]
 
 OUT = Path(os.environ.get("K8SLAB_E2E_OUT") or Path(__file__).parent / ".out")
 LABCTL = str(Path(sys.executable).with_name("labctl"))
-PHASE = re.compile(r"Starting operation: ([^|\n]+?) \|")
 
 
 @pytest.fixture(scope="module")
@@ -58,48 +57,7 @@ def env(cluster) -> dict[str, str]:
 
 
 def deploy(cluster, name: str, *extra: str) -> dict:
-    """`pyinfra -y inventory/lab.py deploys/cluster.py`, timed per phase from its own output."""
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [cluster.pyinfra_exe(), "-y", "inventory/lab.py", "deploys/cluster.py", *extra],
-        cwd=cluster.repo,
-        env=env(cluster),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines, starts = [], []
-    for line in proc.stdout:
-        lines.append(line)
-        found = PHASE.search(line)
-        if found and (not starts or starts[-1][0] != found.group(1)):
-            starts.append((found.group(1), time.monotonic() - t0))
-    proc.wait(timeout=3600)
-    total = time.monotonic() - t0
-    output = "".join(lines)
-    (OUT / f"{name}.log").write_text(output)
-    phases = {"(connect, facts, pre-flight)": round(starts[0][1] if starts else total, 1)}
-    ends = [s for _, s in starts[1:]] + [total]
-    for (phase, start), end in zip(starts, ends[: len(starts)], strict=True):
-        phases[phase] = round(phases.get(phase, 0) + end - start, 1)
-    result = {
-        "command": "pyinfra -y inventory/lab.py deploys/cluster.py " + " ".join(extra),
-        "exit_code": proc.returncode,
-        "seconds": round(total, 1),
-        "phases": phases,
-        "changes": changes(output),
-    }
-    (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    result["output"] = output
-    return result
-
-
-def changes(output: str) -> dict[str, int]:
-    """Operations pyinfra reports as changed ("[host] Success"), per host."""
-    counts: dict[str, int] = {}
-    for m in re.finditer(r"^\s*\[(\S+)\] Success\s*$", output, re.M):
-        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
-    return counts
+    return runs.deploy(cluster, env(cluster), OUT, name, *extra)
 
 
 def labctl(cluster, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
@@ -122,21 +80,7 @@ def kubectl(cluster, args: str) -> str:
 
 
 def diagnosis(cluster, name: str) -> str:
-    """What a failed step leaves to read: every pod, and the logs of kube-system's pods that
-    are not Running, kept in OUT/<name>-diagnosis.txt (the bed is gone after a CI run)."""
-    script = (
-        "export KUBECONFIG=/etc/kubernetes/admin.conf; kubectl get pods -A -o wide; "
-        "for p in $(kubectl -n kube-system get pods --no-headers "
-        "| awk '{split($2, r, \"/\"); if (r[1] != r[2]) print $1}'); do "
-        "for c in $(kubectl -n kube-system get pod $p -o jsonpath='{.spec.containers[*].name}'); "
-        'do echo "== $p $c"; '
-        "kubectl -n kube-system logs $p -c $c --tail=40 2>&1; "
-        "kubectl -n kube-system logs $p -c $c --previous --tail=40 2>/dev/null; done; done"
-    )
-    _, out, err = cluster.ssh("master", script)
-    text = out + err
-    (OUT / f"{name}-diagnosis.txt").write_text(text)
-    return text[-8000:]
+    return runs.diagnosis(cluster, OUT, name)
 
 
 def test_deploy_from_bare_hosts(cluster):

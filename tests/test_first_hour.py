@@ -109,8 +109,14 @@ def three_hosts(tmp_path_factory, sshd):
                 "ssh_key": str(server.client_key),
             }
         )
+    # A cluster whose kubeadm wrote admin.conf, but the SSH user has no kubeconfig: the
+    # stand-in answers labctl's "is there a cluster?" (k8slab.cluster), the rest is kubectl's.
+    kubectl = root / "kubectl"
+    kubectl.write_text('#!/bin/sh\n[ "$*" = "get nodes -o name" ] && exit 0\nexec kubectl "$@"\n')
+    kubectl.chmod(0o755)
     config = root / "lab.yaml"
-    config.write_text(yaml.safe_dump({"hosts": hosts}))
+    labs = {"ch09": {"kubectl": str(kubectl)}}
+    config.write_text(yaml.safe_dump({"hosts": hosts, "labs": labs}))
     yield config, root / "known_hosts", slave2.port
     slave1.stop()
 
@@ -487,3 +493,55 @@ def test_delete_and_reset_ask_on_a_terminal():
             pass
         os.close(master)
         assert b"Aborted!" in rest, rest
+
+
+# --- no cluster yet: the commands that need one say so first --------------------------
+
+
+@pytest.fixture
+def no_cluster(sshd, tmp_path):
+    """master and a worker on the loopback sshd: a Debian host with no kubeadm cluster
+    (no /etc/kubernetes/admin.conf; kubectl, when installed, has no kubeconfig)."""
+    config = sshd.topology(tmp_path / "lab.yaml")
+    return "--config", str(config), "--known-hosts", str(tmp_path / "kh")
+
+
+NO_CLUSTER = (
+    "no Kubernetes on master yet (no /etc/kubernetes/admin.conf, `kubectl get nodes` fails): "
+    "build the cluster first: .venv/bin/pyinfra -y inventory/lab.py deploys/cluster.py "
+    '(README.md "Build the cluster, apply and grade the labs")'
+)
+
+
+def test_verify_without_a_cluster_says_so_first_and_skips_the_rest(no_cluster):
+    r = labctl(*no_cluster, "verify", "--format", "json")
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"Error: {NO_CLUSTER}"]
+    report = json.loads(r.stdout)
+    assert report["note"] == NO_CLUSTER
+    rows = report["checks"]
+    (api,) = [c for c in rows if c["id"] == "cluster.api"]
+    assert api["status"] == "fail" and api["evidence"].startswith("no Kubernetes yet")
+    others = [c for c in rows if c["id"] != "cluster.api"]
+    # no weave row blaming a firewall, no hostPath row sending the learner to `apply`
+    assert {c["status"] for c in others} == {"skip"}
+    assert {c["hint"] for c in others} == {""}
+    table = labctl(*no_cluster, "verify", "--only", "storage")
+    assert " ".join(table.stdout.split()[-30:]).endswith(" ".join(NO_CLUSTER.split()))
+    assert "apply --only hostpath" not in table.stdout
+
+
+@pytest.mark.parametrize(
+    "args, aside",
+    [
+        (("status",), ""),
+        (("apply", "ch09"), "; --nodes-only prepares the workers without one"),
+        (("delete", "ch09", "--yes"), "; nothing of the lab can be in it"),
+    ],
+    ids=["status", "apply", "delete"],
+)
+def test_commands_that_need_a_cluster_say_so_and_change_nothing(no_cluster, args, aside):
+    r = labctl(*no_cluster, *args, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"Error: {NO_CLUSTER}{aside}"]
+    assert r.stdout == ""  # no "not found" objects, no build on Docker Hub, no wait

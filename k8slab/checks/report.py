@@ -43,6 +43,8 @@ def summary(report: Report, width: int = 80) -> str:
                 subsequent_indent=" " * (len(label) + 2),
                 break_on_hyphens=False,
             )
+    if report.note:
+        lines += textwrap.wrap(report.note, width, break_on_hyphens=False)
     return "\n".join(lines)
 
 
@@ -115,6 +117,7 @@ def as_json(report: Report) -> str:
             ],
             "totals": {**report.totals, "checks": len(report.results)},
             "seconds": round(report.seconds, 3),
+            **({"note": report.note} if report.note else {}),
         },
         indent=2,
         ensure_ascii=False,

@@ -545,3 +545,86 @@ def test_commands_that_need_a_cluster_say_so_and_change_nothing(no_cluster, args
     assert r.returncode == 1
     assert r.stderr.splitlines() == [f"Error: {NO_CLUSTER}{aside}"]
     assert r.stdout == ""  # no "not found" objects, no build on Docker Hub, no wait
+
+
+# --- the deploy: a download that fails names the URL, the key and what to change -------
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "key, advice",
+    [
+        ("cri_dockerd_url", "set cri_dockerd_url to a mirror URL or a local file"),
+        ("kube_apt_repo", "set kube_apt_repo (and kube_apt_key) to a mirror URL or a local folder"),
+        ("docker_apt_repo", "or docker_source: distro for the distribution's docker.io"),
+    ],
+)
+def test_a_failed_download_names_the_url_the_key_and_the_fix(sshd, tmp_path, key, advice):
+    """The deploy's downloads (cri-dockerd, the apt keys of pkgs.k8s.io and Docker) go through
+    k8slab.deploy.common.download; here through the real pyinfra, on the loopback sshd, from
+    a port where nothing listens (a school network's firewall, offline). Before, curl's raw
+    line (`[master] curl: (6) Could not resolve host: github.com`) was all there was."""
+    url = f"http://127.0.0.1:{_closed_port()}/cri-dockerd-0.4.3.amd64.tgz"
+    dest = tmp_path / "got.tgz"
+    deploy = tmp_path / "download.py"
+    deploy.write_text(
+        "from k8slab.deploy.common import download\n"
+        f"download('Download it', {url!r}, {str(dest)!r}, key={key!r})\n"
+    )
+    config = sshd.topology(tmp_path / "lab.yaml")
+    r = subprocess.run(
+        # --data _sudo=false: the sshd's user needs no sudo, which this machine may lack
+        [str(BIN / "pyinfra"), "-y", "--limit", "master", "--data", "_sudo=false"]
+        + [str(REPO_ROOT / "inventory" / "lab.py"), str(deploy)],
+        env={**os.environ, "LAB_CONFIG": str(config), "LAB_KNOWN_HOSTS": str(tmp_path / "kh")},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    said = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in said
+    (line,) = [x.strip() for x in said.splitlines() if "k8s-lab: " in x]
+    assert line.startswith(f"[master] k8s-lab: cannot download {url} ({key}): curl: (7) ")
+    assert line.endswith(f'{advice} (docs/offline.md "Offline and mirror sources")')
+    assert not dest.exists() and not Path(f"{dest}.part").exists()
+
+
+def test_a_download_that_works_is_kept_on_the_next_run(sshd, tmp_path):
+    import functools
+    import http.server
+
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "k.asc").write_text("a key\n")
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www")
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/k.asc"
+    dest = tmp_path / "k.asc"
+    deploy = tmp_path / "download.py"
+    deploy.write_text(
+        "from k8slab.deploy.common import download\n"
+        f"download('Download it', {url!r}, {str(dest)!r}, key='kube_apt_repo')\n"
+    )
+    config = sshd.topology(tmp_path / "lab.yaml")
+    cmd = [str(BIN / "pyinfra"), "-y", "--limit", "master", "--data", "_sudo=false"]
+    cmd += [str(REPO_ROOT / "inventory" / "lab.py"), str(deploy)]
+    env = {**os.environ, "LAB_CONFIG": str(config), "LAB_KNOWN_HOSTS": str(tmp_path / "kh")}
+    try:
+        runs = [
+            subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+            for _ in range(2)
+        ]
+    finally:
+        server.shutdown()
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    assert dest.read_text() == "a key\n" and oct(dest.stat().st_mode)[-3:] == "644"
+    started = "Starting operation: Download it"
+    assert started in runs[0].stderr and started not in runs[1].stderr  # kept: no change

@@ -628,3 +628,46 @@ def test_a_download_that_works_is_kept_on_the_next_run(sshd, tmp_path):
     assert dest.read_text() == "a key\n" and oct(dest.stat().st_mode)[-3:] == "644"
     started = "Starting operation: Download it"
     assert started in runs[0].stderr and started not in runs[1].stderr  # kept: no change
+
+
+def _unreachable_sources(sshd, tmp_path: Path) -> tuple[Path, str]:
+    """A topology on the loopback sshd whose every source is a port where nothing listens
+    (no probe leaves this computer)."""
+    base = f"127.0.0.1:{_closed_port()}"
+    config = sshd.topology(tmp_path / "lab.yaml")
+    raw = yaml.safe_load(config.read_text())
+    raw |= {
+        "docker_source": "distro",
+        "kube_apt_repo": f"http://{base}/kube/",
+        "kube_apt_key": f"http://{base}/kube/Release.key",
+        "cri_dockerd_url": f"http://{base}/cri-dockerd-{{version}}.{{arch}}.tgz",
+        "kube_image_repository": f"{base}/k8s",
+        "weave_image_repo": f"{base}/weave",
+    }
+    config.write_text(yaml.safe_dump(raw))
+    return config, base
+
+
+def test_doctor_sources_names_every_unreachable_url_with_curls_reason(sshd, tmp_path):
+    config, base = _unreachable_sources(sshd, tmp_path)
+    r = labctl("--config", str(config), "--known-hosts", str(tmp_path / "kh"), "doctor")
+    rows = [c for c in json_rows(config, tmp_path) if c["id"] == "sources"]
+    assert {c["status"] for c in rows} == {"fail"}
+    evidence = rows[0]["evidence"]
+    assert evidence.startswith("cannot reach: 000 ")
+    for url in (
+        f"http://{base}/kube/InRelease",
+        f"http://{base}/kube/Release.key",
+        f"http://{base}/cri-dockerd-0.4.3.amd64.tgz",
+        f"https://{base}/v2/",
+    ):
+        assert f"000 {url}: no answer (curl: (7) Failed to connect to 127.0.0.1 port" in evidence
+    # the table shows all four, not the first one cut short
+    assert " ".join(r.stdout.split()).count(": no answer (curl: (7)") >= 4
+
+
+def json_rows(config: Path, tmp_path: Path) -> list[dict]:
+    r = labctl(
+        "--config", str(config), "--known-hosts", str(tmp_path / "kh"), "doctor", "--format", "json"
+    )
+    return json.loads(r.stdout)["checks"]

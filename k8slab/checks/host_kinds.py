@@ -29,7 +29,6 @@ from k8slab.checks.kinds import (
     _kind,
     _short,
     cause_line,
-    matching_line,
 )
 from k8slab.ssh import Result, SSHError
 
@@ -70,11 +69,11 @@ def _peer_text(ctx: Context, host: str, name: str) -> str:
 
 @_kind("absent", ("output",), ("regex",), ("what",))
 def _absent(ctx: Context, p: dict) -> Outcome:
-    """No line of the output matches `regex`; the evidence is the offending line."""
+    """No line of the output matches `regex`; the evidence is every offending line."""
     text = ctx.text(p["output"])
-    found = matching_line(text, p["regex"])
-    if found is not None:
-        return Outcome(False, f"{p.get('what', 'found')}: {found}")
+    found = [line.strip() for line in text.splitlines() if re.search(p["regex"], line)]
+    if found:
+        return Outcome(False, f"{p.get('what', 'found')}: {'; '.join(found)}")
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     what = p.get("what", "match")
     if len(lines) <= 3:

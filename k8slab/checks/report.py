@@ -11,7 +11,7 @@ from k8slab.checks.engine import Report
 FORMATS = ("table", "json", "junit")
 # Longer evidence is cut (the bundle of --record keeps whole outputs): a failure's cause comes
 # last ("... exited 6: curl: (6) Could not resolve host"), so failures keep more lines.
-EVIDENCE_LINES = {"pass": 2, "skip": 2, "fail": 8, "error": 8}
+EVIDENCE_LINES = {"pass": 2, "skip": 2, "fail": 20, "error": 8}
 _COLOURS = {"pass": "32", "fail": "31", "error": "31;1", "skip": "2"}
 
 

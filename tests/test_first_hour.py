@@ -671,3 +671,30 @@ def json_rows(config: Path, tmp_path: Path) -> list[dict]:
         "--config", str(config), "--known-hosts", str(tmp_path / "kh"), "doctor", "--format", "json"
     )
     return json.loads(r.stdout)["checks"]
+
+
+def test_the_preflights_last_line_is_ours_and_does_not_offer_skipping_sources(sshd, tmp_path):
+    """The real deploy on the loopback sshd (not a VM: other checks fail too) whose sources
+    answer nowhere: it stops in the pre-flight, before any operation. The last line is
+    k8s-lab's, not "pyinfra error in .../preflight.py line 34:", and skipping `sources`,
+    which would only move the failure into the deploy, is not offered."""
+    config, _ = _unreachable_sources(sshd, tmp_path)
+    r = subprocess.run(
+        [str(BIN / "pyinfra"), "-y", str(REPO_ROOT / "inventory" / "lab.py")]
+        + [str(REPO_ROOT / "deploys" / "cluster.py")],
+        env={**os.environ, "LAB_CONFIG": str(config), "LAB_KNOWN_HOSTS": str(tmp_path / "kh")},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "Traceback" not in out and "pyinfra error" not in out
+    assert "Starting operation" not in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("k8s-lab: pre-flight failed, nothing was changed: ")
+    assert "sources on master, " in last
+    assert "; sources: the hosts cannot download what the deploy needs, so point the " in last
+    assert 'docs/offline.md "Offline and mirror sources")' in last
+    skip = re.search(r"--data skip_checks=(\S+)$", last)
+    assert skip is None or "sources" not in skip.group(1).split(",")

@@ -16,8 +16,10 @@ import os
 import sys
 
 from k8slab.ssh import PASSWORD_ENV, SUDO_PASSWORD_ENV, SSHError, check_keys
-from k8slab.topology import TopologyError, load
+from k8slab.topology import TopologyError, load, which_note
 
+if which_note():
+    print(f"k8s-lab: {which_note()}", file=sys.stderr)
 try:
     _topo = load()
     check_keys(_topo.hosts)

@@ -249,6 +249,20 @@ def resolve_path(path: str | os.PathLike | None = None) -> Path:
     return _clone_default() or DEFAULT_PATH
 
 
+def which_note(path: str | os.PathLike | None = None) -> str:
+    """One line when the file read is not one the user named or has here: no --config, no
+    $LAB_CONFIG and no ./inventory/lab.yaml, so the clone's own file (the course's values:
+    master 10.0.2.15, ssh_user gurumee unless edited) is used; '' otherwise."""
+    if path or os.environ.get(ENV_VAR) or DEFAULT_PATH.exists():
+        return ""
+    used = _clone_default()
+    where = f"using {used}" if used and used.exists() else "and no other file"
+    return (
+        f"no {DEFAULT_PATH} in this folder ({Path.cwd()}): {where}; name yours with "
+        f"--config FILE or ${ENV_VAR}"
+    )
+
+
 def load(path: str | os.PathLike | None = None) -> Topology:
     p = resolve_path(path)
     try:

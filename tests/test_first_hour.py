@@ -698,3 +698,17 @@ def test_the_preflights_last_line_is_ours_and_does_not_offer_skipping_sources(ss
     assert 'docs/offline.md "Offline and mirror sources")' in last
     skip = re.search(r"--data skip_checks=(\S+)$", last)
     assert skip is None or "sources" not in skip.group(1).split(",")
+
+
+def test_no_topology_file_here_says_which_file_is_used(tmp_path):
+    r = labctl("render", "ch09", cwd=tmp_path)
+    assert r.returncode == 0
+    assert r.stderr.splitlines() == [
+        f"labctl: no inventory/lab.yaml in this folder ({tmp_path}): using "
+        f"{REPO_ROOT / 'inventory' / 'lab.yaml'}; name yours with --config FILE or $LAB_CONFIG"
+    ]
+    (tmp_path / "inventory").mkdir()
+    (tmp_path / "inventory" / "lab.yaml").write_text(HOSTS_YAML)
+    assert labctl("render", "ch09", cwd=tmp_path).stderr == ""  # the file here: nothing to say
+    given = labctl("render", "ch09", cwd=tmp_path.parent, env={"LAB_CONFIG": str(COURSE_TOPOLOGY)})
+    assert given.stderr == ""

@@ -76,8 +76,11 @@ class State:
     ask_pass: bool
 
     def topology(self) -> Topology:
-        from k8slab.topology import load
+        from k8slab.topology import load, which_note
 
+        note = which_note(self.config)
+        if note:
+            click.echo(f"labctl: {note}", err=True)
         return load(self.config)
 
     def lab(self, lab_id: str | None, topo: Topology) -> Lab:

@@ -1,6 +1,6 @@
 """pyinfra inventory built from the topology file (inventory/lab.yaml, or $LAB_CONFIG).
 
-    pyinfra inventory/lab.py deploys/cluster.py
+    pyinfra -y inventory/lab.py deploys/cluster.py
 
 Groups: `control_plane` (one host) and `workers`. Each host carries the values its
 templates are rendered with as host data `lab`, so deploys never read the file themselves.

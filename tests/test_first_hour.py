@@ -712,3 +712,25 @@ def test_no_topology_file_here_says_which_file_is_used(tmp_path):
     assert labctl("render", "ch09", cwd=tmp_path).stderr == ""  # the file here: nothing to say
     given = labctl("render", "ch09", cwd=tmp_path.parent, env={"LAB_CONFIG": str(COURSE_TOPOLOGY)})
     assert given.stderr == ""
+
+
+def test_every_deploy_command_shown_to_a_learner_has_y():
+    """Without -y pyinfra waits for "Press enter to execute" and, with no terminal, ends in
+    an EOFError traceback: every deploy command a learner copies carries -y."""
+    shown = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    shown += [*sorted((REPO_ROOT / "deploys").glob("*.py")), REPO_ROOT / "inventory" / "lab.py"]
+    shown += [
+        REPO_ROOT / "inventory" / "lab.yaml",
+        REPO_ROOT / "k8slab" / "cli" / "machines_cmd.py",
+    ]
+    commands = [
+        (path.name, line)
+        for path in shown
+        for line in path.read_text().splitlines()
+        if re.search(r"pyinfra (\S+ )*inventory/lab\.py", line)
+    ]
+    assert len(commands) > 15
+    assert [c for c in commands if not re.search(r"pyinfra -y ", c[1])] == []
+    # the README explains the question -y skips and the table the run ends with
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    assert '"Press enter to execute"' in readme and "The table it prints at the end" in readme

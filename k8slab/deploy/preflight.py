@@ -3,7 +3,7 @@ phase changes anything. A failed check stops the deploy with its hosts, evidence
 
 Skip a check you have judged harmless with pyinfra's --data (comma-separated ids or groups):
 
-    pyinfra inventory/lab.py deploys/cluster.py --data skip_checks=clock,unique.mac
+    pyinfra -y inventory/lab.py deploys/cluster.py --data skip_checks=clock,unique.mac
 """
 
 from __future__ import annotations

@@ -734,3 +734,38 @@ def test_every_deploy_command_shown_to_a_learner_has_y():
     # the README explains the question -y skips and the table the run ends with
     readme = " ".join((REPO_ROOT / "README.md").read_text().split())
     assert '"Press enter to execute"' in readme and "The table it prints at the end" in readme
+
+
+# --- SSH: no key at all, the course's user -----------------------------------------------
+
+
+def test_no_key_and_no_agent_is_not_blamed_on_the_vm(sshd, tmp_path):
+    config = sshd.topology(tmp_path / "lab.yaml")
+    raw = yaml.safe_load(config.read_text())
+    del raw["ssh_key"]
+    config.write_text(yaml.safe_dump(raw))
+    (tmp_path / "home").mkdir()  # no ~/.ssh
+    env = {"HOME": str(tmp_path / "home"), "SSH_AUTH_SOCK": ""}
+    r = labctl("--config", str(config), "--known-hosts", str(tmp_path / "kh"), "doctor", env=env)
+    assert r.returncode == 2
+    line = r.stderr.splitlines()[0]
+    assert line.startswith(
+        f"Error: master (127.0.0.1:{sshd.port}): the VM answered, but there is no SSH key or "
+        f"agent to log in as {sshd.user} with"
+    )
+    assert f"ssh-keygen -t ed25519 && ssh-copy-id -p {sshd.port} {sshd.user}@127.0.0.1" in line
+    assert "is the VM running?" not in r.stderr
+
+
+def test_the_courses_user_is_named_on_an_auth_failure(sshd, tmp_path):
+    config = sshd.topology(tmp_path / "lab.yaml")
+    raw = yaml.safe_load(config.read_text()) | {"ssh_user": "gurumee"}
+    config.write_text(yaml.safe_dump(raw))
+    r = labctl("--config", str(config), "--known-hosts", str(tmp_path / "kh"), "doctor")
+    assert r.returncode == 2
+    line = r.stderr.splitlines()[0]
+    assert "authentication failed for user gurumee" in line
+    assert (
+        "is ssh_user gurumee the user you created on the VM? (gurumee is the course's user, as "
+        "the shipped topology file says: set yours)"
+    ) in line

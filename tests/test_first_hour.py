@@ -769,3 +769,42 @@ def test_the_courses_user_is_named_on_an_auth_failure(sshd, tmp_path):
         "is ssh_user gurumee the user you created on the VM? (gurumee is the course's user, as "
         "the shipped topology file says: set yours)"
     ) in line
+
+
+def test_a_build_that_cannot_pull_its_base_names_it_and_image_archives_on_every_worker():
+    """On the library (no Docker daemon a test may let pull here): each worker is tried, and
+    the one line names the hosts, Docker's reason, the base image and image_archives."""
+    from k8slab import apply as lib
+    from k8slab.labs import load_lab
+    from k8slab.topology import load
+
+    topo = load(COURSE_TOPOLOGY)
+    lab = load_lab("ch09", topo)
+    pulled = (
+        "ERROR: failed to solve: busybox: failed to resolve source metadata for "
+        "docker.io/library/busybox:latest: dial tcp: lookup registry-1.docker.io: no such host"
+    )
+
+    class Fleet:
+        tried: list[str] = []
+
+        def run(self, host, cmd, timeout=120):
+            if "docker build" in cmd:
+                self.tried.append(host)
+                return Result("", pulled + "\n", 1)
+            return Result("", "", 0)
+
+        def put_tree(self, host, local, remote):
+            pass
+
+    fleet, said = Fleet(), []
+    steps = lab.select_steps(("coredns",))
+    image = lib.images_to_build(lab, steps)[0]
+    with pytest.raises(lib.ApplyError) as e:
+        lib.build_images(lab, steps, topo, fleet, said.append)
+    assert fleet.tried == ["slave1", "slave2"]
+    assert str(e.value) == (
+        f"docker build {image.tag} failed on slave1, slave2: {pulled}; its base busybox comes "
+        "from Docker Hub: let the workers reach it, or put it in image_archives "
+        "(docker save -o lab.tar busybox; docs/offline.md)"
+    )

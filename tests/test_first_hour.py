@@ -366,6 +366,11 @@ def test_wrong_names_get_a_did_you_mean_and_the_groups():
     )
     r = labctl(*config, "apply", "--only", "hostpth")
     assert "no step 'hostpth' (did you mean 'hostpath'?)" in r.stderr
+    # the case the course writes it in, and a check's name without its group
+    r = labctl(*config, "apply", "--only", "coreDNS")
+    assert "no step 'coreDNS' (did you mean 'coredns'?)" in r.stderr
+    r = labctl(*config, "verify", "--only", "coreDNS")
+    assert "no check 'coreDNS' (did you mean 'dns.coredns'?)" in r.stderr
 
 
 # The check runs `curl -s` (silent: no message of its own) through `kubectl exec`, which

@@ -76,10 +76,15 @@ def _absent(ctx: Context, p: dict) -> Outcome:
         return Outcome(False, f"{p.get('what', 'found')}: {'; '.join(found)}")
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     what = p.get("what", "match")
-    if len(lines) <= 3:
-        return Outcome(True, f"no {what} in: {'; '.join(lines) or '(empty output)'}")
     cmd = _short(ctx.commands[p["output"]])
-    return Outcome(True, f"no {what} in {len(lines)} lines of `{cmd}`")
+    # not the lines themselves: /proc/swaps' header alone read "no active swap in: Filename..."
+    if not lines:
+        return Outcome(True, f"no {what}: `{cmd}` printed nothing")
+    return Outcome(True, f"no {what} in the {_lines(len(lines))} of `{cmd}`")
+
+
+def _lines(n: int) -> str:
+    return "one line" if n == 1 else f"{n} lines"
 
 
 @_kind("at-least", ("output",), ("regex", "min"), ("unit", "scale", "what"))

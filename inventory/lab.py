@@ -25,7 +25,7 @@ try:
     check_keys(_topo.hosts)
 except (TopologyError, SSHError) as e:
     # pyinfra would print a traceback for an exception raised here; one line is enough.
-    sys.exit(f"k8s-lab: {e}")
+    sys.exit("\n".join(f"k8s-lab: {line}" for line in str(e).splitlines()))
 
 
 def _entry(h):

@@ -824,3 +824,33 @@ def rows_of(r) -> list[str]:
     return [
         line for line in r.stdout.splitlines() if re.match(r"^[a-z][\w.-]+\s+\w+\s+[A-Z]+\s", line)
     ]
+
+
+def test_a_topology_with_three_mistakes_names_all_three(tmp_path):
+    path = _topology(
+        tmp_path,
+        "hosts:\n"
+        "  - {name: master, role: control-plane, node_ip: 10.0.2.300}\n"
+        "  - {name: slave1, role: worker, node_ip: 10.0.2.4, ssh_hots: 127.0.0.1}\n"
+        "kube_version: 1.30\n",
+    )
+    mistakes = [
+        f"{path}: hosts[0] (master).node_ip: '10.0.2.300' is not an IPv4 address",
+        f"{path}: hosts[1] (slave1).ssh_hots: unknown key (did you mean 'ssh_host'?)",
+        f"{path}: kube_version: YAML read this as the number 1.3 (1.30 becomes 1.3): put it in "
+        'quotes, e.g. kube_version: "1.35"',
+    ]
+    r = labctl("--config", str(path), "render", "ch09")
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"Error: {m}" for m in mistakes]
+    pyinfra = subprocess.run(
+        [str(BIN / "pyinfra"), "-y", str(REPO_ROOT / "inventory" / "lab.py"), "debug-inventory"],
+        env={**os.environ, "LAB_CONFIG": str(path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert pyinfra.returncode != 0
+    assert [x for x in pyinfra.stderr.splitlines() if x.startswith("k8s-lab: ")] == [
+        f"k8s-lab: {m}" for m in mistakes
+    ]

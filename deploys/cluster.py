@@ -1,4 +1,4 @@
-"""The whole cluster, phase by phase: `pyinfra inventory/lab.py deploys/cluster.py`.
+"""The whole cluster, phase by phase: `pyinfra -y inventory/lab.py deploys/cluster.py`.
 
 First `labctl doctor`'s checks on every host: a failure stops the run before anything
 changes (`--data skip_checks=ID,...` skips checks you accept). Safe to re-run: a converged

@@ -1,4 +1,4 @@
-"""Phase 5 alone (control plane only): `pyinfra inventory/lab.py deploys/control_plane.py`."""
+"""Phase 5 alone (control plane only): `pyinfra -y inventory/lab.py deploys/control_plane.py`."""
 
 from pyinfra import host
 

@@ -1,4 +1,4 @@
-"""Phase 3 alone: `pyinfra inventory/lab.py deploys/cri_dockerd.py`."""
+"""Phase 3 alone: `pyinfra -y inventory/lab.py deploys/cri_dockerd.py`."""
 
 from k8slab.deploy.cri_dockerd import cri_dockerd
 

@@ -1,4 +1,4 @@
-"""Phase 2 alone: `pyinfra inventory/lab.py deploys/docker.py`."""
+"""Phase 2 alone: `pyinfra -y inventory/lab.py deploys/docker.py`."""
 
 from k8slab.deploy.docker import docker_engine
 

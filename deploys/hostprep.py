@@ -1,4 +1,4 @@
-"""Phase 1 alone: `pyinfra inventory/lab.py deploys/hostprep.py`."""
+"""Phase 1 alone: `pyinfra -y inventory/lab.py deploys/hostprep.py`."""
 
 from k8slab.deploy.hostprep import host_prep
 

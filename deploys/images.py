@@ -1,4 +1,5 @@
-"""Phase 3b alone: `pyinfra inventory/lab.py deploys/images.py` (the topology's image_archives)."""
+"""Phase 3b alone, the topology's image_archives:
+`pyinfra -y inventory/lab.py deploys/images.py`."""
 
 from k8slab.deploy.images import image_archives
 

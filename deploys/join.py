@@ -1,4 +1,4 @@
-"""Phase 6 alone (workers only): `pyinfra inventory/lab.py deploys/join.py`."""
+"""Phase 6 alone (workers only): `pyinfra -y inventory/lab.py deploys/join.py`."""
 
 from pyinfra import host
 

@@ -1,4 +1,4 @@
-"""Phase 4 alone: `pyinfra inventory/lab.py deploys/kube_packages.py`."""
+"""Phase 4 alone: `pyinfra -y inventory/lab.py deploys/kube_packages.py`."""
 
 from k8slab.deploy.kube_packages import kube_packages
 

@@ -1,4 +1,4 @@
-"""Phase 7 alone: `pyinfra inventory/lab.py deploys/ready.py` waits for a Ready cluster."""
+"""Phase 7 alone: `pyinfra -y inventory/lab.py deploys/ready.py` waits for a Ready cluster."""
 
 from pyinfra import host
 

@@ -1,6 +1,6 @@
 """pyinfra inventory built from the topology file (inventory/lab.yaml, or $LAB_CONFIG).
 
-    pyinfra inventory/lab.py deploys/cluster.py
+    pyinfra -y inventory/lab.py deploys/cluster.py
 
 Groups: `control_plane` (one host) and `workers`. Each host carries the values its
 templates are rendered with as host data `lab`, so deploys never read the file themselves.
@@ -16,14 +16,16 @@ import os
 import sys
 
 from k8slab.ssh import PASSWORD_ENV, SUDO_PASSWORD_ENV, SSHError, check_keys
-from k8slab.topology import TopologyError, load
+from k8slab.topology import TopologyError, load, which_note
 
+if which_note():
+    print(f"k8s-lab: {which_note()}", file=sys.stderr)
 try:
     _topo = load()
     check_keys(_topo.hosts)
 except (TopologyError, SSHError) as e:
     # pyinfra would print a traceback for an exception raised here; one line is enough.
-    sys.exit(f"k8s-lab: {e}")
+    sys.exit("\n".join(f"k8s-lab: {line}" for line in str(e).splitlines()))
 
 
 def _entry(h):

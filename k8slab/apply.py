@@ -86,6 +86,7 @@ def build_images(lab: Lab, steps: tuple[Step, ...], topo: Topology, fleet: Fleet
     """docker build on every worker: pods of the lab run there, and cri-dockerd lets kubelet
     use Docker's local images, so no registry is involved."""
     for image in images_to_build(lab, steps):
+        failed: dict[str, str] = {}  # every worker is tried: one that fails is not all
         for host in topo.workers:
             remote = f"{REMOTE_DIR}/{lab.id}/images/{image.name}"
             fleet.run(host.name, f"rm -rf {shlex.quote(remote)}")
@@ -97,8 +98,35 @@ def build_images(lab: Lab, steps: tuple[Step, ...], topo: Topology, fleet: Fleet
                 timeout=900,
             )
             if not r.ok:
-                raise ApplyError(f"{host.name}: docker build {image.tag} failed: {_said(r)}")
+                failed[host.name] = _said(r)
+                say(f"{host.name}: docker build {image.tag} failed")
+                continue
             say(f"{host.name}: built {image.tag}")
+        if failed:
+            raise ApplyError(
+                f"docker build {image.tag} failed on {', '.join(failed)}: "
+                f"{next(iter(failed.values()))}{_base_advice(image.context)}"
+            )
+
+
+def base_images(context: Path) -> list[str]:
+    """The FROM images of a build context's Dockerfile (`busybox` for the course's)."""
+    names = []
+    for line in (context / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0].upper() == "FROM" and not words[1].startswith("--"):
+            names.append(words[1])
+    return names
+
+
+def _base_advice(context: Path) -> str:
+    bases = ", ".join(base_images(context))
+    if not bases:
+        return ""
+    return (
+        f"; its base {bases} comes from Docker Hub: let the workers reach it, or put it in "
+        f"image_archives (docker save -o lab.tar {bases}; docs/offline.md)"
+    )
 
 
 def remove_images(

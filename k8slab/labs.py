@@ -142,8 +142,18 @@ class Lab:
 
 
 def did_you_mean(name: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(name), list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """The closest of `known`, ignoring case (`coreDNS`: 'coredns') and matching the name
+    part of a `group.name` id too (`coredns`: 'dns.coredns')."""
+    by_lower: dict[str, str] = {}
+    for k in known:
+        by_lower.setdefault(k.lower(), k)
+    for k in known:
+        by_lower.setdefault(k.rsplit(".", 1)[-1].lower(), k)
+    wanted = str(name).lower()
+    if wanted in by_lower and by_lower[wanted] != name:
+        return f" (did you mean {by_lower[wanted]!r}?)"
+    close = difflib.get_close_matches(wanted, list(by_lower), n=1)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 Roots = Path | Sequence[Path] | None

@@ -223,9 +223,25 @@ class Fleet:
                 f"{where}: authentication failed for user {user}"
                 f" (tried key {h.ssh_key or 'defaults'}, agent"
                 f"{', password' if self.password else ''}; see --ask-pass / ${PASSWORD_ENV})",
+                f"is ssh_user {user} the user you created on the VM? {_user_note(user)}"
                 f"copy your key with ssh-copy-id -p {h.ssh_port} {user}@{h.ssh_host}; {try_ssh}",
             ) from None
-        except (TimeoutError, OSError, paramiko.SSHException) as e:
+        except paramiko.SSHException as e:
+            if "No authentication methods available" not in str(e):
+                client.close()
+                raise SSHError(
+                    f"{where}: {_connect_problem(e, h)}", _connect_hint(e, try_ssh)
+                ) from None
+            # The VM answered: there was nothing to log in with.
+            client.close()
+            raise SSHError(
+                f"{where}: the VM answered, but there is no SSH key or agent to log in as "
+                f"{user} with (no ssh_key in the topology, no ~/.ssh/id_* key, no ssh-agent)",
+                'make a key and copy it (README "Prepare your three VMs", step 3): '
+                f"ssh-keygen -t ed25519 && ssh-copy-id -p {h.ssh_port} {user}@{h.ssh_host}, "
+                f"or set ssh_key, or LAB_SSH_PASSWORD; {try_ssh}",
+            ) from None
+        except (TimeoutError, OSError) as e:
             client.close()
             problem = _connect_problem(e, h)
             raise SSHError(f"{where}: {problem}", _connect_hint(e, try_ssh)) from None
@@ -364,6 +380,12 @@ def _connect_problem(e: Exception, h: Host) -> str:
         # paramiko's words when a port accepts and then says nothing (or hangs up)
         return f"cannot connect: port {h.ssh_port} accepted but sent no SSH banner"
     return f"cannot connect: {getattr(e, 'strerror', None) or text or type(e).__name__}"
+
+
+def _user_note(user: str) -> str:
+    if user == "gurumee":
+        return "(gurumee is the course's user, as the shipped topology file says: set yours) "
+    return ""
 
 
 def _connect_hint(e: Exception, try_ssh: str) -> str:

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -249,6 +250,20 @@ def resolve_path(path: str | os.PathLike | None = None) -> Path:
     return _clone_default() or DEFAULT_PATH
 
 
+def which_note(path: str | os.PathLike | None = None) -> str:
+    """One line when the file read is not one the user named or has here: no --config, no
+    $LAB_CONFIG and no ./inventory/lab.yaml, so the clone's own file (the course's values:
+    master 10.0.2.15, ssh_user gurumee unless edited) is used; '' otherwise."""
+    if path or os.environ.get(ENV_VAR) or DEFAULT_PATH.exists():
+        return ""
+    used = _clone_default()
+    where = f"using {used}" if used and used.exists() else "and no other file"
+    return (
+        f"no {DEFAULT_PATH} in this folder ({Path.cwd()}): {where}; name yours with "
+        f"--config FILE or ${ENV_VAR}"
+    )
+
+
 def load(path: str | os.PathLike | None = None) -> Topology:
     p = resolve_path(path)
     try:
@@ -302,76 +317,76 @@ def parse(raw: Any, path: Path = DEFAULT_PATH, check_files: bool = True) -> Topo
 
     if not isinstance(raw, dict):
         raise fail("(top)", "expected a mapping of keys (ssh_user, hosts, kube_version, ...)")
-    _reject_unknown(raw, TOP_KEYS, "", fail)
+    # Independent keys are each checked, so a file with two mistakes names both (one line
+    # each), not only the first.
+    errors: list[TopologyError] = []
+
+    def each(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return check(*args, **kwargs)
+        except TopologyError as e:
+            errors.append(e)
+            return None
+
+    each(_reject_unknown, raw, TOP_KEYS, "", fail)
     cfg = {**DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
 
     hosts_raw = raw.get("hosts")
     if not isinstance(hosts_raw, list) or not hosts_raw:
-        raise fail("hosts", "expected a list of hosts (name, role, node_ip)")
-    hosts = tuple(_parse_host(i, h, cfg, fail) for i, h in enumerate(hosts_raw))
+        errors.append(fail("hosts", "expected a list of hosts (name, role, node_ip)"))
+        hosts_raw = []
+    parsed = [each(_parse_host, i, h, cfg, fail) for i, h in enumerate(hosts_raw)]
+    hosts = tuple(h for h in parsed if h is not None)
+    if hosts and len(hosts) == len(parsed):  # each host is right: now the hosts together
+        each(_hosts_together, hosts, fail)
 
-    _unique(hosts, "name", fail)
-    _unique(hosts, "node_ip", fail)
-    cps = [h for h in hosts if h.is_control_plane]
-    if len(cps) != 1:
-        found = ", ".join(h.name for h in cps) or "none"
-        raise fail("hosts", f"exactly one host needs role: control-plane (found: {found})")
-    if not any(not h.is_control_plane for h in hosts):
-        raise fail("hosts", "at least one host needs role: worker")
+    version = each(_kube_version, cfg, fail)
+    pod = each(_network, cfg["kube_pod_subnet"], "kube_pod_subnet", fail)
+    svc = each(_network, cfg["kube_service_subnet"], "kube_service_subnet", fail)
+    if pod and svc:
+        each(_subnets_apart, pod, svc, hosts, fail)
 
-    if isinstance(cfg["kube_version"], float):
-        raise fail(
-            "kube_version",
-            f"YAML read this as the number {cfg['kube_version']} (1.30 becomes 1.3): "
-            'put it in quotes, e.g. kube_version: "1.35"',
-        )
-    version = str(cfg["kube_version"])
-    if version not in SUPPORTED_KUBE_MINORS:
-        raise fail(
-            "kube_version",
-            f"{version!r} is not a supported minor (supported: {', '.join(SUPPORTED_KUBE_MINORS)})",
-        )
-    pod = _network(cfg["kube_pod_subnet"], "kube_pod_subnet", fail)
-    svc = _network(cfg["kube_service_subnet"], "kube_service_subnet", fail)
-    if pod.overlaps(svc):
-        raise fail("kube_service_subnet", f"{svc} overlaps kube_pod_subnet {pod}")
-    for h in hosts:
-        ip = ipaddress.ip_address(h.node_ip)
-        for key, net in (("kube_pod_subnet", pod), ("kube_service_subnet", svc)):
-            if ip in net:
-                raise fail(key, f"{net} contains node_ip {ip} of host {h.name}")
-
-    _choice(cfg, "docker_source", DOCKER_SOURCES, fail)
-    _choice(cfg, "weave_iptables_backend", IPTABLES_BACKENDS, fail)
+    each(_choice, cfg, "docker_source", DOCKER_SOURCES, fail)
+    each(_choice, cfg, "weave_iptables_backend", IPTABLES_BACKENDS, fail)
     for key in ("cri_dockerd_version", "weave_version"):
         if not _VERSION.match(str(cfg[key])):
-            raise fail(key, f"{cfg[key]!r} is not a version like 1.2.3")
+            errors.append(fail(key, f"{cfg[key]!r} is not a version like 1.2.3"))
     sha = cfg["cri_dockerd_sha256"]
     if sha is not None and not _SHA256.match(str(sha)):
-        raise fail("cri_dockerd_sha256", "expected 64 lowercase hex digits")
+        errors.append(fail("cri_dockerd_sha256", "expected 64 lowercase hex digits"))
     for key in ("allow_cgroup_v1", "kube_proxy_tune_conntrack", "weave_fastdp"):
         if not isinstance(cfg[key], bool):
-            raise fail(key, f"{cfg[key]!r} is not true or false")
+            errors.append(fail(key, f"{cfg[key]!r} is not true or false"))
     image_repo = str(cfg["kube_image_repository"]).rstrip("/")
     if not _IMAGE_REPO.match(image_repo):
-        raise fail(
-            "kube_image_repository", f"{image_repo!r} is not a registry path like registry.k8s.io"
+        errors.append(
+            fail(
+                "kube_image_repository",
+                f"{image_repo!r} is not a registry path like registry.k8s.io",
+            )
         )
     sources = _Sources(path, fail, check_files)
-    kube_apt = sources.apt(
-        "kube_apt_repo", "kube_apt_key", cfg, minor=version, key_name="Release.key"
+    kube_apt = each(
+        sources.apt,
+        "kube_apt_repo",
+        "kube_apt_key",
+        cfg,
+        minor=version or DEFAULTS["kube_version"],
+        key_name="Release.key",
     )
-    docker_apt = sources.apt("docker_apt_repo", "docker_apt_key", cfg, key_name="gpg")
-    cri_dockerd = sources.download("cri_dockerd_url", cfg["cri_dockerd_url"])
-    if sha is not None and cri_dockerd.local and check_files:
+    docker_apt = each(sources.apt, "docker_apt_repo", "docker_apt_key", cfg, key_name="gpg")
+    cri_dockerd = each(sources.download, "cri_dockerd_url", cfg["cri_dockerd_url"])
+    if sha is not None and cri_dockerd and cri_dockerd.local and check_files:
         actual = hashlib.sha256(Path(cri_dockerd.local).read_bytes()).hexdigest()
         if actual != sha:
-            raise fail("cri_dockerd_sha256", f"{cri_dockerd.local} has sha256 {actual}")
-    archives = sources.image_archives(cfg["image_archives"])
+            errors.append(fail("cri_dockerd_sha256", f"{cri_dockerd.local} has sha256 {actual}"))
+    archives = each(sources.image_archives, cfg["image_archives"])
     if not isinstance(cfg["labs"], dict) or not all(
         isinstance(v, dict) for v in cfg["labs"].values()
     ):
-        raise fail("labs", "expected a mapping of lab name to a mapping of overrides")
+        errors.append(fail("labs", "expected a mapping of lab name to a mapping of overrides"))
+    if errors:
+        raise TopologyError("\n".join(dict.fromkeys(str(e) for e in errors)))
 
     return Topology(
         path=path,
@@ -396,6 +411,43 @@ def parse(raw: Any, path: Path = DEFAULT_PATH, check_files: bool = True) -> Topo
         labs=cfg["labs"],
         settings={k: cfg[k] for k in DEFAULTS if not k.startswith("ssh_")},
     )
+
+
+def _hosts_together(hosts: tuple[Host, ...], fail) -> None:
+    _unique(hosts, "name", fail)
+    _unique(hosts, "node_ip", fail)
+    cps = [h for h in hosts if h.is_control_plane]
+    if len(cps) != 1:
+        found = ", ".join(h.name for h in cps) or "none"
+        raise fail("hosts", f"exactly one host needs role: control-plane (found: {found})")
+    if not any(not h.is_control_plane for h in hosts):
+        raise fail("hosts", "at least one host needs role: worker")
+
+
+def _kube_version(cfg: dict, fail) -> str:
+    if isinstance(cfg["kube_version"], float):
+        raise fail(
+            "kube_version",
+            f"YAML read this as the number {cfg['kube_version']} (1.30 becomes 1.3): "
+            'put it in quotes, e.g. kube_version: "1.35"',
+        )
+    version = str(cfg["kube_version"])
+    if version not in SUPPORTED_KUBE_MINORS:
+        raise fail(
+            "kube_version",
+            f"{version!r} is not a supported minor (supported: {', '.join(SUPPORTED_KUBE_MINORS)})",
+        )
+    return version
+
+
+def _subnets_apart(pod, svc, hosts: tuple[Host, ...], fail) -> None:
+    if pod.overlaps(svc):
+        raise fail("kube_service_subnet", f"{svc} overlaps kube_pod_subnet {pod}")
+    for h in hosts:
+        ip = ipaddress.ip_address(h.node_ip)
+        for key, net in (("kube_pod_subnet", pod), ("kube_service_subnet", svc)):
+            if ip in net:
+                raise fail(key, f"{net} contains node_ip {ip} of host {h.name}")
 
 
 class _Sources:

@@ -512,6 +512,6 @@ def test_sources_loop_answers_for_http_and_host_file_urls(tmp_path):
         server.shutdown()
     assert out.stdout.splitlines()[:3] == [
         f"200 {base}InRelease",
-        f"404 {base}Release.key",
+        f"404 {base}Release.key: not found (a wrong version or path?)",
         f"200 file:{tgz}",
     ]

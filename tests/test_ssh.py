@@ -16,9 +16,12 @@ from k8slab.cli import main
 
 @pytest.fixture
 def env(sshd, tmp_path):
-    """A topology on the local sshd whose hostPath directory is a temporary one."""
+    """A topology on the local sshd whose hostPath directory is a temporary one; `true`
+    stands in for kubectl, so that labctl sees a cluster (none runs here)."""
     htdocs = tmp_path / "htdocs"
-    config = sshd.topology(tmp_path / "lab.yaml", labs={"ch09": {"hostpath": str(htdocs)}})
+    config = sshd.topology(
+        tmp_path / "lab.yaml", labs={"ch09": {"hostpath": str(htdocs), "kubectl": "true"}}
+    )
     known = tmp_path / "known_hosts"
     return config, known, htdocs
 

@@ -74,6 +74,7 @@ class Report:
     results: tuple[CheckResult, ...]
     seconds: float
     replayed: bool
+    note: str = ""  # one line the summary ends with (e.g. no cluster yet)
 
     @property
     def totals(self) -> dict[str, int]:
@@ -81,6 +82,8 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        if self.note:
+            return 1
         return 0 if all(r.status in ("pass", "skip") for r in self.results) else 1
 
 

@@ -29,7 +29,6 @@ from k8slab.checks.kinds import (
     _kind,
     _short,
     cause_line,
-    matching_line,
 )
 from k8slab.ssh import Result, SSHError
 
@@ -70,17 +69,22 @@ def _peer_text(ctx: Context, host: str, name: str) -> str:
 
 @_kind("absent", ("output",), ("regex",), ("what",))
 def _absent(ctx: Context, p: dict) -> Outcome:
-    """No line of the output matches `regex`; the evidence is the offending line."""
+    """No line of the output matches `regex`; the evidence is every offending line."""
     text = ctx.text(p["output"])
-    found = matching_line(text, p["regex"])
-    if found is not None:
-        return Outcome(False, f"{p.get('what', 'found')}: {found}")
+    found = [line.strip() for line in text.splitlines() if re.search(p["regex"], line)]
+    if found:
+        return Outcome(False, f"{p.get('what', 'found')}: {'; '.join(found)}")
     lines = [x.strip() for x in text.splitlines() if x.strip()]
     what = p.get("what", "match")
-    if len(lines) <= 3:
-        return Outcome(True, f"no {what} in: {'; '.join(lines) or '(empty output)'}")
     cmd = _short(ctx.commands[p["output"]])
-    return Outcome(True, f"no {what} in {len(lines)} lines of `{cmd}`")
+    # not the lines themselves: /proc/swaps' header alone read "no active swap in: Filename..."
+    if not lines:
+        return Outcome(True, f"no {what}: `{cmd}` printed nothing")
+    return Outcome(True, f"no {what} in the {_lines(len(lines))} of `{cmd}`")
+
+
+def _lines(n: int) -> str:
+    return "one line" if n == 1 else f"{n} lines"
 
 
 @_kind("at-least", ("output",), ("regex", "min"), ("unit", "scale", "what"))

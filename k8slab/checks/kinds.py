@@ -318,14 +318,15 @@ def _deployment_ready(ctx: Context, p: dict) -> Outcome:
     return Outcome(row["READY"] == f"{n}/{n}", row["_line"])
 
 
-@_kind("matches", ("output",), ("regex",), ("warning",))
+@_kind("matches", ("output",), ("regex",), ("warning", "says"))
 def _matches(ctx: Context, p: dict) -> Outcome:
-    """A line of the output matches `regex`; the evidence is that line. With a non-empty
+    """A line of the output matches `regex`; the evidence is that line (in `says`, where
+    `{line}` stands for it, when the line alone means little: `0`). With a non-empty
     `warning`, no match passes too, its evidence "warning: <warning> (printed: ...)"."""
     text = ctx.text(p["output"])
     line = matching_line(text, p["regex"])
     if line is not None:
-        return Outcome(True, line)
+        return Outcome(True, p["says"].replace("{line}", line) if p.get("says") else line)
     if p.get("warning"):
         return Outcome(True, f"{WARNING}{p['warning']} (printed: {_first_line(text)})")
     return Outcome(False, f"`{_short(ctx.commands[p['output']])}` printed: {_first_line(text)}")

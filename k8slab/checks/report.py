@@ -11,7 +11,7 @@ from k8slab.checks.engine import Report
 FORMATS = ("table", "json", "junit")
 # Longer evidence is cut (the bundle of --record keeps whole outputs): a failure's cause comes
 # last ("... exited 6: curl: (6) Could not resolve host"), so failures keep more lines.
-EVIDENCE_LINES = {"pass": 2, "skip": 2, "fail": 8, "error": 8}
+EVIDENCE_LINES = {"pass": 2, "skip": 2, "fail": 20, "error": 8}
 _COLOURS = {"pass": "32", "fail": "31", "error": "31;1", "skip": "2"}
 
 
@@ -30,20 +30,44 @@ def summary(report: Report, width: int = 80) -> str:
         f"{t['skip']} skipped, {t['error']} errors in {report.seconds:.1f}s{source}",
         width,
     )
+    down = _unreachable(report)
     for status, label in (("fail", "failed"), ("error", "errors")):
         hosts: dict[str, list[str]] = {}
         for r in report.results:
-            if r.status == status:
+            if r.status == status and r.host not in down:
                 hosts.setdefault(r.id, []).append(r.host)
-        if hosts:
-            text = "; ".join(f"{i} on {', '.join(h)}" for i, h in hosts.items())
+        parts = [f"{i} on {', '.join(h)}" for i, h in hosts.items()]
+        if status == "error":
+            parts = [f"{h} unreachable (all {n} checks)" for h, n in down.items()] + parts
+        if parts:
+            text = "; ".join(parts)
             lines += textwrap.wrap(
                 f"{label}: {text}",
                 width,
                 subsequent_indent=" " * (len(label) + 2),
                 break_on_hyphens=False,
             )
+    if report.note:
+        lines += textwrap.wrap(report.note, width, break_on_hyphens=False)
     return "\n".join(lines)
+
+
+_CONNECT = ("cannot connect", "authentication failed", "host key does not match", "no SSH key")
+
+
+def _unreachable(report: Report) -> dict[str, int]:
+    """Hosts whose every row is the same SSH error: one item in the summary, not one per
+    check."""
+    rows: dict[str, list] = {}
+    for r in report.results:
+        rows.setdefault(r.host, []).append(r)
+    return {
+        host: len(rs)
+        for host, rs in rows.items()
+        if all(r.status == "error" for r in rs)
+        and len({r.evidence for r in rs}) == 1
+        and any(word in rs[0].evidence for word in _CONNECT)
+    }
 
 
 def table(report: Report, width: int = 80, colour: bool = False) -> str:
@@ -115,6 +139,7 @@ def as_json(report: Report) -> str:
             ],
             "totals": {**report.totals, "checks": len(report.results)},
             "seconds": round(report.seconds, 3),
+            **({"note": report.note} if report.note else {}),
         },
         indent=2,
         ensure_ascii=False,

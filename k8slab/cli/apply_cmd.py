@@ -28,6 +28,16 @@ def _apply_error(fn):
     return wrapper
 
 
+def _needs_cluster(fleet, topo, lab, aside: str) -> None:
+    """Before anything changes: no cluster yet is one line (exit 1), not a build that
+    fails on Docker Hub or a kubectl call that waits."""
+    from k8slab import cluster
+
+    no_cluster = cluster.missing(fleet.run, topo, lab.values["kubectl"])
+    if no_cluster:
+        raise click.ClickException(f"{no_cluster}; {aside}")
+
+
 @click.command()
 @click.argument("lab_id", metavar="[LAB]", required=False)
 @click.option("--only", multiple=True, metavar="STEP", help="Apply only this step (repeatable).")
@@ -64,6 +74,8 @@ def apply(
     manifests = [] if nodes_only else render_manifests(lab, topo, steps)
     hosts = list(topo.workers) if nodes_only else list(topo.hosts)
     with state.fleet(topo, hosts) as fleet:
+        if not nodes_only:
+            _needs_cluster(fleet, topo, lab, "--nodes-only prepares the workers without one")
         lib.prepare_nodes(lab, steps, topo, fleet, _say)
         lib.load_archives(topo, fleet, hosts, _say)
         lib.build_images(lab, steps, topo, fleet, _say)
@@ -104,6 +116,7 @@ def delete(state: State, lab_id: str | None, yes: bool) -> None:
         yes,
     )
     with state.fleet(topo, list(topo.hosts)) as fleet:
+        _needs_cluster(fleet, topo, lab, "nothing of the lab can be in it")
         lib.kubectl_delete(lab, manifests, topo, fleet, _say)
         lib.prepare_nodes(lab, lab.steps, topo, fleet, _say, undo=True)
         lib.remove_images(lab, lab.steps, topo, fleet, _say)

@@ -76,8 +76,11 @@ class State:
     ask_pass: bool
 
     def topology(self) -> Topology:
-        from k8slab.topology import load
+        from k8slab.topology import load, which_note
 
+        note = which_note(self.config)
+        if note:
+            click.echo(f"labctl: {note}", err=True)
         return load(self.config)
 
     def lab(self, lab_id: str | None, topo: Topology) -> Lab:
@@ -135,7 +138,12 @@ def one_line_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except LabctlError as e:
-            raise UsageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+            from k8slab.topology import TopologyError
+
+            lines = str(e).splitlines() or [type(e).__name__]
+            if isinstance(e, TopologyError):  # every mistake of the file, one line each
+                raise UsageError("\nError: ".join(lines)) from None
+            raise UsageError(lines[0]) from None
 
     return wrapper
 

@@ -48,7 +48,7 @@ def machines() -> None:
     Example:
       sudo .venv/bin/labctl machines up    # master, slave1, slave2 (course's IPs)
       export LAB_CONFIG=... LAB_KNOWN_HOSTS=...   # the line up prints
-      pyinfra inventory/lab.py deploys/cluster.py
+      pyinfra -y inventory/lab.py deploys/cluster.py
       labctl apply ch09 && labctl verify
       sudo .venv/bin/labctl machines destroy   # everything up made, away
     """

@@ -29,13 +29,14 @@ def status(
     """Show the nodes (Ready, version, InternalIP, runtime) from `kubectl get nodes -o wide`
     on master, each node's Weave connections (127.0.0.1:6784/status), and whether the lab's
     objects exist. Changes nothing. A host that cannot be reached is named, and the others
-    are shown (exit 2).
+    are shown (exit 2); with no cluster yet, that is the one line (exit 1).
 
     \b
     Example:
       labctl status                      # on the cluster, over SSH
       labctl status ch09 --format json
     """
+    from k8slab import cluster
     from k8slab import status as lib
     from k8slab.checks import bundle
     from k8slab.checks.engine import Commands
@@ -56,6 +57,10 @@ def status(
         topo = state.topology()
         lab = state.lab(lab_id, topo)
         with state.fleet(topo, list(topo.hosts), partial=True) as fleet:
+            # Without a cluster there are no nodes, peers or objects to show: say that alone.
+            no_cluster = cluster.missing(fleet.run, topo, lab.values["kubectl"])
+            if no_cluster:
+                raise click.ClickException(no_cluster)
             commands = Commands(fleet.run)
             result = lib.collect(commands, topo, lab)
             unreachable = bool(fleet.unreachable)

@@ -41,6 +41,7 @@ def verify(
       labctl verify --record bundle/ && tar czf bundle.tgz bundle/
       labctl verify --replay bundle.tgz              # offline, no cluster needed
     """
+    from k8slab import cluster
     from k8slab.checks import bundle
     from k8slab.checks.engine import Commands, hosts_needed
     from k8slab.checks.engine import verify as grade
@@ -62,8 +63,14 @@ def verify(
         checks = lab.select_checks(only)
         hosts = hosts_needed(checks, topo)
         with common.graded_live(state, topo, hosts, fmt) as (fleet, run):
+            # Asked first and not recorded: a bundle holds what the checks ran.
+            no_cluster = cluster.missing(run, topo, lab.values["kubectl"])
+            if no_cluster:
+                click.echo(f"Error: {no_cluster}", err=True)
             commands = Commands(run)
             result = common.mark_unreachable(grade(lab, topo, commands, checks), fleet)
+            if no_cluster:
+                result = cluster.skip_checks(result, no_cluster, lab.values["kubectl"])
             unreachable = bool(fleet.unreachable)
         if record:
             bundle.write(Path(record), lab.id, [c.id for c in checks], topo, commands)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pyinfra import host, inventory
 from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import File, FileContents
+from pyinfra.facts.files import File, FileContents, Sha256File
 from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server
 
@@ -35,6 +35,61 @@ def upload(name: str, template: str, dest: str, mode: str = "644", **extra: Any)
     """Render a template of this repo for this host and put it at dest (no change if equal)."""
     text = render(template, {**lab(), **extra})
     return files.put(name=name, src=StringIO(text), dest=dest, mode=mode)
+
+
+OFFLINE = 'docs/offline.md "Offline and mirror sources"'
+# What to change when a download fails, by the topology key it came from (or defaulted to).
+ADVICE = {
+    "cri_dockerd_url": f"set cri_dockerd_url to a mirror URL or a local file ({OFFLINE})",
+    "kube_apt_repo": (
+        f"set kube_apt_repo (and kube_apt_key) to a mirror URL or a local folder ({OFFLINE})"
+    ),
+    "docker_apt_repo": (
+        "set docker_apt_repo (and docker_apt_key) to a mirror URL or a local folder, or "
+        f"docker_source: distro for the distribution's docker.io ({OFFLINE})"
+    ),
+}
+
+
+class _Kept:
+    """What `download` returns for a file that is there: an operation that changed nothing."""
+
+    changed = False
+
+    @staticmethod
+    def did_change() -> bool:
+        return False
+
+
+KEPT = _Kept()
+
+
+def download(name: str, url: str, dest: str, key: str, mode: str = "644", sha256: str = ""):
+    """files.download, but a failure is one line naming the URL, the topology key it came
+    from, curl's own reason and what to change (ADVICE), instead of curl's raw line. Like
+    files.download, a file that is there (with the right sha256, when given) is kept."""
+    info = host.get_fact(File, path=dest)
+    if info and (not sha256 or host.get_fact(Sha256File, path=dest) == sha256):
+        host.noop(f"{name}: {dest} is there")
+        return KEPT
+    q = shlex.quote
+    check = ""
+    if sha256:
+        wrong = f"k8s-lab: {url} ({key}): its sha256 is not cri_dockerd_sha256 {sha256}"
+        check = (
+            f'echo "{sha256}  $tmp" | sha256sum -c --status || '
+            f'{{ rm -f "$tmp"; echo {q(wrong)} >&2; exit 1; }}\n'
+        )
+    script = DOWNLOAD.format(
+        part=q(dest + ".part"),
+        url=q(url),
+        said=q(f"k8s-lab: cannot download {url} ({key}):"),
+        advice=q(ADVICE[key]),
+        check=check,
+        mode=mode,
+        dest=q(dest),
+    )
+    return server.shell(name=name, commands=[script])
 
 
 def ensure_packages(name: str, packages: list[str], source: AptRepo | None = None):
@@ -87,6 +142,7 @@ class AptRepo:
 
     def __init__(self, label: str, slug: str, source: dict, suite: str, arch: str = "", **fmt):
         self.label = label
+        self.key = f"{'kube' if slug == 'kubernetes' else slug}_apt_repo"
         self.plan = AptPlan.of(source, slug, suite, **fmt)
         self.list_path = f"/etc/apt/sources.list.d/{slug}.list"
         self.stamp = f"{STATE_DIR}/apt-verified-{slug}"
@@ -97,11 +153,11 @@ class AptRepo:
                 name=f"{label}: signing key", src=key["local"], dest=self.plan.keyring, mode="644"
             )
         else:
-            key_op = files.download(
-                name=f"{label}: signing key",
-                src=key["url"].format(**fmt),
-                dest=self.plan.keyring,
-                mode="644",
+            key_op = download(
+                f"{label}: signing key",
+                key["url"].format(**fmt),
+                self.plan.keyring,
+                key=self.key,
             )
         self.ops = [key_op]
         if self.plan.upload_dir:
@@ -156,7 +212,10 @@ class AptRepo:
             stamp=shlex.quote(self.stamp),
             sources=shlex.quote(self.list_path),
             state=STATE_DIR,
-            what=shlex.quote(f"k8s-lab: {self.label} ({self.plan.url}): apt-get update fails:"),
+            what=shlex.quote(
+                f"k8s-lab: {self.label} ({self.plan.url}, {self.key}): apt-get update fails:"
+            ),
+            advice=shlex.quote(ADVICE[self.key]),
         )
         return server.shell(
             name=f"{self.label}: apt-get update of it alone passes (signature, reachability)",
@@ -164,6 +223,14 @@ class AptRepo:
             _if=lambda: need or any(op.did_change() for op in self.ops),
         )
 
+
+# curl (hostprep installs it) says why on its last line ("curl: (6) Could not resolve host:
+# github.com"); it goes on the one line with the URL, the key and what to change.
+DOWNLOAD = """tmp={part}; rm -f "$tmp"
+if ! why=$(curl -sSLf --connect-timeout 20 -o "$tmp" {url} 2>&1); then
+  rm -f "$tmp"; echo {said} "$(printf '%s' "$why" | tail -n 1);" {advice} >&2; exit 1
+fi
+{check}chmod {mode} "$tmp" && mv "$tmp" {dest}"""
 
 # Signature problems first (apt prints them after a vaguer "Err:" line), then any error; the
 # reason of an "Err:" line is on the line after it. The stamp says it passed with this source.
@@ -173,7 +240,7 @@ out=$(apt-get update -q -o Dir::Etc::SourceList={sources} -o Dir::Etc::SourcePar
 why=$(printf '%s\\n' "$out" | grep -E 'NO_PUBKEY|EXPKEYSIG|BADSIG|is not signed' | head -n 1)
 [ -n "$why" ] || why=$(printf '%s\\n' "$out" | grep -A1 -E '^(Err|E):' | head -n 2 | tr '\\n' ' ')
 if [ "$rc" -ne 0 ] || [ -n "$why" ]; then
-  echo {what} $(printf '%s' "${{why:-exit $rc}}") >&2; exit 1
+  echo {what} $(printf '%s' "${{why:-exit $rc}}")";" {advice} >&2; exit 1
 fi
 mkdir -p {state} && touch {stamp}"""
 

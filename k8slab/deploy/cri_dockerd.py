@@ -12,7 +12,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, server, systemd
 
-from k8slab.deploy.common import deb_arch, lab, upload
+from k8slab.deploy.common import deb_arch, download, lab, upload
 from k8slab.facts import CriDockerdVersion
 
 BIN = "/usr/local/bin/cri-dockerd"
@@ -62,11 +62,12 @@ def _install_binary(version: str):
         # Its cri_dockerd_sha256 was checked on this machine when the topology was read.
         files.put(name=f"Upload {source['local']}", src=source["local"], dest=tarball)
     else:
-        files.download(
-            name=f"Download cri-dockerd {version} ({arch})",
-            src=source["url"].format(version=version, arch=arch),
-            dest=tarball,
-            sha256sum=sha256,
+        download(
+            f"Download cri-dockerd {version} ({arch})",
+            source["url"].format(version=version, arch=arch),
+            tarball,
+            key="cri_dockerd_url",
+            sha256=sha256 or "",
         )
     return server.shell(
         name=f"Install cri-dockerd {version} to {BIN}",

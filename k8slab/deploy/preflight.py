@@ -3,7 +3,7 @@ phase changes anything. A failed check stops the deploy with its hosts, evidence
 
 Skip a check you have judged harmless with pyinfra's --data (comma-separated ids or groups):
 
-    pyinfra inventory/lab.py deploys/cluster.py --data skip_checks=clock,unique.mac
+    pyinfra -y inventory/lab.py deploys/cluster.py --data skip_checks=clock,unique.mac
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import sys
 import threading
 
 from pyinfra import host
-from pyinfra.api.exceptions import PyinfraError
 
 from k8slab import doctor
 from k8slab.checks.report import render
@@ -31,7 +30,9 @@ def preflight() -> None:
         if not _verdict:
             _verdict.append(_run_doctor(_skipped()))
     if _verdict[0]:
-        raise PyinfraError(_verdict[0])
+        # Not PyinfraError: pyinfra would put "pyinfra error in .../preflight.py line 34:"
+        # before it, which reads like a crash. pyinfra disconnects, prints this, exits 1.
+        sys.exit(_verdict[0])
 
 
 def _skipped() -> tuple[str, ...]:
@@ -55,7 +56,19 @@ def _run_doctor(skip: tuple[str, ...]) -> str:
         return ""
     print(render(report, "table"), file=sys.stderr)
     names = "; ".join(f"{check} on {', '.join(hosts)}" for check, hosts in failed.items())
-    return (
-        f"pre-flight failed, nothing was changed: {names}. Fix it (hints above), "
-        f"or skip a check you accept: --data skip_checks={','.join(failed)}"
-    )
+    said = f"k8s-lab: pre-flight failed, nothing was changed: {names}. Fix it (hints above)"
+    # Skipping `sources` only moves its failure into the deploy, after hosts were changed.
+    skippable = [check for check in failed if check != "sources"]
+    if "sources" in failed:
+        said += f"; {SOURCES}"
+    if skippable:
+        said += f", or skip a check you accept: --data skip_checks={','.join(skippable)}"
+    return said
+
+
+SOURCES = (
+    "sources: the hosts cannot download what the deploy needs, so point the topology's keys "
+    "at a mirror or at files on this machine (kube_apt_repo, docker_apt_repo or "
+    "docker_source: distro, cri_dockerd_url, image_archives: docs/offline.md "
+    '"Offline and mirror sources")'
+)

@@ -167,9 +167,12 @@ def test_preflight_stops_the_deploy_before_any_change(testbed, tmp_path):
     assert re.search(r"^cgroup-v2\s+master\s+FAIL\s", out, re.M), out[-3000:]
     assert (
         "pre-flight failed, nothing was changed: cgroup-v2 on master, slave1, slave2; "
-        "sources on master, slave1, slave2. Fix it (hints above), or skip a check you "
-        "accept: --data skip_checks=cgroup-v2,sources"
+        "sources on master, slave1, slave2. Fix it (hints above); sources: the hosts cannot "
+        "download what the deploy needs, so point the topology's keys at a mirror"
     ) in out
+    # skipping sources would only move its failure into the deploy: not offered
+    assert out.rstrip().endswith("or skip a check you accept: --data skip_checks=cgroup-v2")
+    assert "pyinfra error in" not in out
     assert "Starting operation" not in out and "Detected changes" not in out
 
 

@@ -277,7 +277,7 @@ HOSTS_YAML = (
         (
             "kube_version: 1.30\n" + HOSTS_YAML,
             "{p}: kube_version: YAML read this as the number 1.3 (1.30 becomes 1.3): "
-            'put it in quotes, e.g. kube_version: "1.35"',
+            'put it in quotes, e.g. kube_version: "1.36"',
         ),
         (
             HOSTS_YAML.replace("node_ip: 10.0.2.4}", "node_ip: 10.0.2.4, ssh_hots: 127.0.0.1}"),

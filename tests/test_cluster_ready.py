@@ -31,6 +31,10 @@ serve() {  # $1 a file name, $2 the query whose calls count its steps
 step() { n=$(cat "$DIR/step.$1" 2>/dev/null || echo 0); echo $((n + 1)) > "$DIR/step.$1"; }
 case "$*" in
   *"get nodes"*) printf '%b' "$NODES" ;;
+  *"get ds weave-net -o jsonpath={.metadata.generation} {.status.observedGeneration}"*)
+    printf '%s' "${WEAVE_GENERATIONS:-2 2}" ;;
+  *"get deploy coredns -o jsonpath={.metadata.generation} {.status.observedGeneration}"*)
+    printf '%s' "${COREDNS_GENERATIONS:-1 1}" ;;
   *"get ds weave-net"*) printf '%s' "$WEAVE" ;;
   *"get deploy coredns"*) printf '%s' "$COREDNS" ;;
   *"get pods -l name=weave-net -o jsonpath={range .items[*]}pod "*)
@@ -74,6 +78,7 @@ def run(tmp_path: Path):
         files: dict[str, str] | None = None,
         message: str = "",
         wait: int = 0,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
         for name, text in (files or {}).items():
             (served / name).write_text(text)
@@ -87,6 +92,7 @@ def run(tmp_path: Path):
             "MESSAGE": message,
             "DIR": str(served),
             "K8SLAB_READY_POLL_S": "0.1",
+            **(env or {}),
         }
         return subprocess.run(
             ["sh", str(script), str(wait), *names],
@@ -301,6 +307,27 @@ def test_the_wait_gives_up_on_an_unknown_line_seen_at_3_restarts_without_a_fix(r
         "coredns-589f44dc88-pmk2f on master (container coredns) fails the same way at every "
         "start, 5 restarts" in lines[-1]
     )
+
+
+def test_a_daemonset_not_yet_rolled_to_its_new_spec_is_not_given_up_on(run):
+    # Right after the deploy applies a changed weave-net (weave_fastdp), the old pods' crash
+    # loop says nothing of the new spec: the wait names it but waits for the rollout.
+    r = crash_run(run, weave_crash(), wait=2, env={"WEAVE_GENERATIONS": "3 2"})
+    assert r.returncode == 1
+    assert "gave up" not in r.stdout
+    assert f"its last start ended: {FATA}" in r.stdout.splitlines()[-2]
+
+
+def test_a_pod_being_deleted_is_not_a_crash_loop(run):
+    containers = recorded("containers.weave-net.txt").replace(
+        "pod weave-net-4psp4 slave2", "pod weave-net-4psp4 slave2 2026-12-05T00:37:00Z"
+    )
+    assert containers != recorded("containers.weave-net.txt")
+    r = crash_run(run, weave_crash(**{"containers.weave-net": containers}), wait=2)
+    assert r.returncode == 1
+    assert "weave-net: 2 of 3 pods ready" in r.stdout
+    assert "restarted" not in r.stdout
+    assert "gave up" not in r.stdout
 
 
 def test_a_crash_loop_that_ends_differently_each_time_waits_the_full_time(run):

@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "ssh_user": None,
     "ssh_key": None,
     "ssh_port": 22,
-    "kube_version": "1.35",
+    "kube_version": "1.36",
     "kube_pod_subnet": "10.32.0.0/12",
     "kube_service_subnet": "10.96.0.0/12",
     "docker_source": "docker",
@@ -429,7 +429,7 @@ def _kube_version(cfg: dict, fail) -> str:
         raise fail(
             "kube_version",
             f"YAML read this as the number {cfg['kube_version']} (1.30 becomes 1.3): "
-            'put it in quotes, e.g. kube_version: "1.35"',
+            'put it in quotes, e.g. kube_version: "1.36"',
         )
     version = str(cfg["kube_version"])
     if version not in SUPPORTED_KUBE_MINORS:

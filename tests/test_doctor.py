@@ -78,8 +78,8 @@ ROUTES = (
 
 # What the check's curl loop prints on a VM with internet access (registries answer 401).
 SOURCES_OK = (
-    "200 https://pkgs.k8s.io/core:/stable:/v1.35/deb/InRelease\n"
-    "200 https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key\n"
+    "200 https://pkgs.k8s.io/core:/stable:/v1.36/deb/InRelease\n"
+    "200 https://pkgs.k8s.io/core:/stable:/v1.36/deb/Release.key\n"
     "200 https://download.docker.com/linux/debian/dists/bookworm/InRelease\n"
     "200 https://download.docker.com/linux/debian/gpg\n"
     "302 https://github.com/Mirantis/cri-dockerd/releases/download/v0.4.3/"
@@ -295,7 +295,7 @@ BAD = [
         {("slave1", "sources/reach"): SOURCES_OK.replace("200 https://pkgs", "000 https://pkgs")},
         "sources",
         "slave1",
-        "cannot reach: 000 https://pkgs.k8s.io/core:/stable:/v1.35/deb/InRelease",
+        "cannot reach: 000 https://pkgs.k8s.io/core:/stable:/v1.36/deb/InRelease",
         "getent hosts pkgs.k8s.io",
     ),
     (

@@ -287,7 +287,7 @@ HOSTS_YAML = (
         (
             "kube_version: 1.30\n" + HOSTS_YAML,
             "{p}: kube_version: YAML read this as the number 1.3 (1.30 becomes 1.3): "
-            'put it in quotes, e.g. kube_version: "1.35"',
+            'put it in quotes, e.g. kube_version: "1.36"',
         ),
         (
             HOSTS_YAML.replace("node_ip: 10.0.2.4}", "node_ip: 10.0.2.4, ssh_hots: 127.0.0.1}"),
@@ -838,7 +838,7 @@ def test_a_topology_with_three_mistakes_names_all_three(tmp_path):
         f"{path}: hosts[0] (master).node_ip: '10.0.2.300' is not an IPv4 address",
         f"{path}: hosts[1] (slave1).ssh_hots: unknown key (did you mean 'ssh_host'?)",
         f"{path}: kube_version: YAML read this as the number 1.3 (1.30 becomes 1.3): put it in "
-        'quotes, e.g. kube_version: "1.35"',
+        'quotes, e.g. kube_version: "1.36"',
     ]
     r = labctl("--config", str(path), "render", "ch09")
     assert r.returncode == 2

@@ -57,8 +57,8 @@ def docker_save(path: Path, tags: list[str], manifest: bool = True) -> Path:
 
 def test_defaults_are_todays_public_sources():
     topo = load(DEFAULT)
-    assert topo.kube_apt.repo.url == "https://pkgs.k8s.io/core:/stable:/v1.35/deb/"
-    assert topo.kube_apt.key.url == "https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key"
+    assert topo.kube_apt.repo.url == "https://pkgs.k8s.io/core:/stable:/v1.36/deb/"
+    assert topo.kube_apt.key.url == "https://pkgs.k8s.io/core:/stable:/v1.36/deb/Release.key"
     assert topo.docker_apt.repo.url == "https://download.docker.com/linux/{distro}"
     assert topo.docker_apt.key.url == "https://download.docker.com/linux/{distro}/gpg"
     assert topo.cri_dockerd.url == (

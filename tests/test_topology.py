@@ -32,7 +32,7 @@ def test_defaults_are_the_course_cluster():
     ]
     assert topo.kube_pod_subnet == "10.32.0.0/12"
     assert topo.kube_service_subnet == "10.96.0.0/12"
-    assert topo.kube_version == "1.35"
+    assert topo.kube_version == "1.36"
     assert topo.control_plane.ssh_host == "10.0.2.15" and topo.control_plane.ssh_port == 22
     assert topo.weave_image_repo == "docker.io/rajchaudhuri"
 

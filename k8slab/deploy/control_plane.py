@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 from io import StringIO
 
+import yaml
 from pyinfra import host
 from pyinfra.api import OperationError, deploy, operation
 from pyinfra.facts.files import File, Sha256File
@@ -22,11 +23,14 @@ from pyinfra.operations import files, server
 from k8slab.deploy.common import STATE_DIR, lab, upload
 from k8slab.facts import KubeadmVersion, KubeObjectExists
 from k8slab.render import render
+from k8slab.topology import DATA_ROOT
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBEADM_CONFIG = f"{STATE_DIR}/kubeadm-config.yaml"
 WEAVE_MANIFEST = f"{STATE_DIR}/weave-net.yaml"
 READY_SCRIPT = "/usr/local/lib/k8s-lab/cluster-ready.sh"
+# Crash loops whose cause is known: the readiness check gives up on them early, with the fix.
+CRASH_LOOPS = "templates/kubernetes/crash-loops.yaml"
 KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
 
 
@@ -57,8 +61,23 @@ def control_plane():
         "templates/kubernetes/cluster-ready.sh.j2",
         READY_SCRIPT,
         mode="755",
+        crash_loops=known_crash_loops(),
     )
     _weave_net()
+
+
+def known_crash_loops() -> list[dict[str, str]]:
+    """The entries of CRASH_LOOPS (`match`, `fix`, `see`), as cluster-ready.sh.j2 takes them.
+
+    >>> [c["id"] for c in known_crash_loops()]
+    ['weave-fastdp-bridge']
+    """
+    entries = yaml.safe_load((DATA_ROOT / CRASH_LOOPS).read_text())
+    for c in entries:
+        missing = {"id", "match", "fix", "see"} - set(c)
+        if missing or "\n" in c["match"] + c["fix"] + c["see"]:
+            raise ValueError(f"{CRASH_LOOPS}: {c.get('id')}: needs one-line id, match, fix, see")
+    return entries
 
 
 # Rewrite the manifest; when it changed, wait for kubelet to start the new API server (a new

@@ -1,5 +1,9 @@
 """Phase 7, wait until every node is Ready and weave-net and CoreDNS run; else say what is not.
 
+A weave-net or CoreDNS container that keeps dying is named with its restart count and the last
+line it printed; the wait stops early once it fails the same way at 3 restarts, with the fix
+when the line's cause is known (templates/kubernetes/crash-loops.yaml).
+
 It runs on the control plane. A run limited to new workers (`--limit slave3`) leaves the
 control plane out, so the first of those workers waits instead, through the control plane's
 connection: the run still ends with the new node Ready, or says what is not.
@@ -56,4 +60,8 @@ def _wait_on(state, host, command: str) -> bool:
     if ok:
         return True
     problems = [line for line in out.stdout.splitlines() if not line.startswith("waiting")]
-    return failed(host, f"not ready after {WAIT_SECONDS // 60} min: " + "; ".join(problems[-4:]))
+    # The script gives up early on a container that fails the same way at every start; its
+    # last lines are then that container's last words, the fix if known, and "gave up ...".
+    gave_up = bool(problems) and problems[-1].startswith("gave up")
+    head = "not ready" if gave_up else f"not ready after {WAIT_SECONDS // 60} min"
+    return failed(host, f"{head}: " + "; ".join(problems[-5:]))

@@ -88,9 +88,9 @@ def test_cri_dockerd_pinned_release_and_units(plan):
 
 def test_kubernetes_packages_from_the_minors_repo_and_held(plan):
     kube = ops(plan, "Kubernetes packages")
-    assert kube["Kubernetes v1.35 apt repository: signing key"] == ALL
-    assert kube["Kubernetes v1.35 apt repository: apt source, signed-by its key"] == ALL
-    assert kube["Install kubelet, kubeadm and kubectl v1.35"] == ALL
+    assert kube["Kubernetes v1.36 apt repository: signing key"] == ALL
+    assert kube["Kubernetes v1.36 apt repository: apt source, signed-by its key"] == ALL
+    assert kube["Install kubelet, kubeadm and kubectl v1.36"] == ALL
     assert kube["Hold them: an apt upgrade must never move the cluster's version"] == ALL
 
 

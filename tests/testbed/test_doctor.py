@@ -52,7 +52,7 @@ def test_good_bed_passes_all_but_sources(all_up):
     # True findings: the bed has no DNS and no route out (it reaches only Debian's mirror).
     src = results[("sources", "slave2")]
     assert (
-        src["evidence"] == "cannot reach: 000 https://pkgs.k8s.io/core:/stable:/v1.35/deb/InRelease"
+        src["evidence"] == "cannot reach: 000 https://pkgs.k8s.io/core:/stable:/v1.36/deb/InRelease"
     )
     assert "getent hosts pkgs.k8s.io" in src["hint"]
     cg = results[("cgroup-v2", "slave1")]["evidence"]

@@ -68,6 +68,16 @@ def test_defaults_are_todays_public_sources():
     assert topo.kube_image_repository == "registry.k8s.io"
     assert topo.image_archives == ()
     assert (topo.allow_cgroup_v1, topo.kube_proxy_tune_conntrack) == (False, True)
+    assert topo.weave_fastdp == "auto"
+
+
+@pytest.mark.parametrize("written, read", [("auto", "auto"), ("true", True), ("false", False)])
+def test_weave_fastdp_is_auto_true_or_false(tmp_path, written, read):
+    path = topology(tmp_path)
+    path.write_text(path.read_text() + f"weave_fastdp: {written}\n")
+    topo = load(path)
+    assert topo.weave_fastdp == read
+    assert topo.cluster_vars()["weave_fastdp"] == read
 
 
 def test_local_folders_and_files_relative_to_the_topology_file(tmp_path):
@@ -180,13 +190,16 @@ def _bad(tmp_path):
         ({"image_archives": "imgs"}, "bad.tar: not a `docker save` archive with tagged images"),
         ({"allow_cgroup_v1": "yes"}, "allow_cgroup_v1: 'yes' is not true or false"),
         ({"kube_proxy_tune_conntrack": 0}, "kube_proxy_tune_conntrack: 0 is not true or false"),
+        ({"weave_fastdp": "sleeve"}, "weave_fastdp: 'sleeve' is not auto, true or false"),
+        ({"weave_fastdp": "Auto"}, "weave_fastdp: 'Auto' is not auto, true or false"),
+        ({"weave_fastdp": 1}, "weave_fastdp: 1 is not auto, true or false"),
     ]
 
 
-@pytest.mark.parametrize("case", range(17))
+@pytest.mark.parametrize("case", range(20))
 def test_bad_source_is_one_line_naming_the_key(tmp_path, case):
     cases = _bad(tmp_path)
-    assert len(cases) == 17
+    assert len(cases) == 20
     keys, message = cases[case]
     path = topology(tmp_path, **keys)
     with pytest.raises(TopologyError) as err:

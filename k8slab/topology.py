@@ -185,12 +185,16 @@ class Topology:
         return list(dict.fromkeys(urls))
 
     def host_vars(self, host: Host) -> dict[str, Any]:
-        """cluster_vars() plus the values of one node: what its host templates see."""
+        """cluster_vars() plus the values of one node: what its host templates see, and
+        the image archives it loads (k8slab.archives: only those its role runs)."""
+        from k8slab import archives
+
         return {
             **self.cluster_vars(),
             "node_name": host.name,
             "node_ip": host.node_ip,
             "node_role": host.role,
+            "node_image_archives": archives.for_host(self, host),
         }
 
 

@@ -99,3 +99,19 @@ def test_control_plane_decides_weave_datapath_from_the_nodes(tmp_path, setting):
         assert manifest.startswith(f"Weave Net 2.9.0 manifest, {mode}")
     else:
         assert manifest == "Weave Net 2.9.0 manifest, sleeve (weave_fastdp false)"
+
+
+def test_images_phase_sends_master_only_its_archives(tmp_path):
+    # @local stands for master (no Docker here: it has no image yet).
+    from test_sources import LOCAL_LAB_IMAGES, OFFLINE, docker_save, topology
+
+    (tmp_path / "images").mkdir()
+    for name, tags in OFFLINE.items():
+        docker_save(tmp_path / "images" / f"{name}.tar", tags)
+    config = topology(tmp_path, image_archives="images", labs=LOCAL_LAB_IMAGES)
+    plan = _plan(tmp_path, "deploys/images.py", config)
+    uploads = sorted(Path(n.split()[-1]).stem for n in plan if n.startswith("Upload /"))
+    assert uploads == sorted(
+        ["coredns", "kube-proxy", "pause", "weave-kube", "weave-npc"]
+        + ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    )

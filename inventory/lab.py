@@ -15,15 +15,18 @@ login, which no test host here accepts.
 import os
 import sys
 
-from k8slab.ssh import PASSWORD_ENV, SUDO_PASSWORD_ENV, SSHError, check_keys
-from k8slab.topology import TopologyError, load, which_note
+from k8slab.errors import LabctlError
+from k8slab.ssh import PASSWORD_ENV, SUDO_PASSWORD_ENV, check_keys
+from k8slab.topology import load, which_note
 
 if which_note():
     print(f"k8s-lab: {which_note()}", file=sys.stderr)
 try:
     _topo = load()
     check_keys(_topo.hosts)
-except (TopologyError, SSHError) as e:
+    # host_vars reads the labs too (where each image archive goes): a bad override is a line.
+    _vars = {h.name: _topo.host_vars(h) for h in _topo.hosts}
+except LabctlError as e:
     # pyinfra would print a traceback for an exception raised here; one line is enough.
     sys.exit("\n".join(f"k8s-lab: {line}" for line in str(e).splitlines()))
 
@@ -33,7 +36,7 @@ def _entry(h):
         "ssh_hostname": h.ssh_host,
         "ssh_port": h.ssh_port,
         "_sudo": True,
-        "lab": _topo.host_vars(h),
+        "lab": _vars[h.name],
     }
     if h.ssh_user:
         data["ssh_user"] = h.ssh_user

@@ -58,11 +58,13 @@ def prepare_nodes(
 
 def load_archives(topo: Topology, fleet: Fleet, hosts: list[Host], say: Say) -> None:
     """docker load the topology's image_archives a host lacks (k8slab.archives), so that the
-    lab's builds and pods find their images without a registry."""
-    wanted = topo.cluster_vars()["image_archives"]
-    if not wanted:
+    lab's builds and pods find their images without a registry; each host only those of the
+    images its role runs, as the deploy does."""
+    placed = archives.placed(topo)
+    if not placed:
         return
     for host in hosts:
+        wanted = archives.for_role(placed, host.role)
         r = fleet.run(host.name, f"sudo {archives.TAGS_COMMAND}")
         if not r.ok:
             raise ApplyError(f"{host.name}: cannot list Docker's images: {_said(r)}")

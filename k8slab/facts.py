@@ -6,7 +6,7 @@ import re
 
 from pyinfra.api import FactBase
 
-from k8slab import archives
+from k8slab import archives, weave
 
 
 class _Lines(FactBase):
@@ -75,6 +75,18 @@ class MissingKernelModules(_Lines):
 
     def process(self, output):
         return [line.strip() for line in output if line.strip()]
+
+
+class KernelModuleState(FactBase):
+    """One module's state: loaded, built in, loadable or missing (k8slab.weave's probe, the
+    one `labctl doctor`'s weave-datapath check runs)."""
+
+    def command(self, module: str) -> str:
+        return weave.probe_command((module,))
+
+    def process(self, output):
+        words = " ".join(output).split(None, 1)
+        return words[1].strip() if len(words) == 2 else "missing"
 
 
 class KubeObjectExists(FactBase):

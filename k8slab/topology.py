@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "weave_image_repo": "docker.io/rajchaudhuri",
     "weave_version": "2.9.0",
     "weave_iptables_backend": "nft",
-    "weave_fastdp": True,
+    "weave_fastdp": "auto",
     "kube_apt_repo": "https://pkgs.k8s.io/core:/stable:/v{minor}/deb/",
     "kube_apt_key": None,
     "docker_apt_repo": "https://download.docker.com/linux/{distro}",
@@ -117,7 +117,8 @@ class Topology:
     image_archives: tuple[ImageArchive, ...] = ()
     allow_cgroup_v1: bool = False
     kube_proxy_tune_conntrack: bool = True
-    weave_fastdp: bool = True
+    # "auto", True or False; k8slab.weave decides "auto" from the nodes.
+    weave_fastdp: bool | str = "auto"
     labs: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Every top-level value but the SSH ones, as written (or defaulted): what a bundle keeps.
     settings: dict[str, Any] = field(default_factory=dict)
@@ -185,12 +186,16 @@ class Topology:
         return list(dict.fromkeys(urls))
 
     def host_vars(self, host: Host) -> dict[str, Any]:
-        """cluster_vars() plus the values of one node: what its host templates see."""
+        """cluster_vars() plus the values of one node: what its host templates see, and
+        the image archives it loads (k8slab.archives: only those its role runs)."""
+        from k8slab import archives
+
         return {
             **self.cluster_vars(),
             "node_name": host.name,
             "node_ip": host.node_ip,
             "node_role": host.role,
+            "node_image_archives": archives.for_host(self, host),
         }
 
 
@@ -354,9 +359,11 @@ def parse(raw: Any, path: Path = DEFAULT_PATH, check_files: bool = True) -> Topo
     sha = cfg["cri_dockerd_sha256"]
     if sha is not None and not _SHA256.match(str(sha)):
         errors.append(fail("cri_dockerd_sha256", "expected 64 lowercase hex digits"))
-    for key in ("allow_cgroup_v1", "kube_proxy_tune_conntrack", "weave_fastdp"):
+    for key in ("allow_cgroup_v1", "kube_proxy_tune_conntrack"):
         if not isinstance(cfg[key], bool):
             errors.append(fail(key, f"{cfg[key]!r} is not true or false"))
+    if not isinstance(cfg["weave_fastdp"], bool) and cfg["weave_fastdp"] != "auto":
+        errors.append(fail("weave_fastdp", f"{cfg['weave_fastdp']!r} is not auto, true or false"))
     image_repo = str(cfg["kube_image_repository"]).rstrip("/")
     if not _IMAGE_REPO.match(image_repo):
         errors.append(

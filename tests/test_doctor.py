@@ -102,6 +102,7 @@ def good_outputs(host: str) -> dict[str, str]:
         "swap.fstab/fstab": FSTAB,
         "cgroup-v2/fstype": "cgroup2fs\n",
         "kernel-modules/modules": "br_netfilter loadable\noverlay loaded\n",
+        "weave-datapath/modules": "openvswitch loadable\n",
         "ip-forward/forward": "1\n",
         "unique.hostname/hostname": f"{host}\n",
         "unique.mac/links": _addrs(host) + _links(host),
@@ -167,20 +168,20 @@ def test_good_vms_pass_every_check(tmp_path):
     r = run("doctor", "--replay", str(write(tmp_path / "b")))
     assert r.exit_code == 0, r.output
     table = rows(r.output)
-    assert len(table) == 18 * 3 - 5  # cpus, memory.* on master or workers only
+    assert len(table) == 19 * 3 - 5  # cpus, memory.* on master or workers only
     assert all(v.startswith("PASS") for v in table.values()), r.output
     assert table[("unique.mac", "slave1")] == (
         "PASS MAC of the node_ip interface 08:00:27:8a:10:02 (unique among 3 hosts)"
     )
     assert table[("memory.control-plane", "master")] == "PASS MemTotal: 1.92 GiB (need >= 1.7 GiB)"
-    assert "preflight: 49 results - 49 passed, 0 failed" in r.output
+    assert "preflight: 52 results - 52 passed, 0 failed" in r.output
 
 
 def test_json_format(tmp_path):
     r = run("doctor", "--replay", str(write(tmp_path / "b")), "--format", "json")
     assert r.exit_code == 0
     data = json.loads(r.output)
-    assert data["lab"] == "preflight" and data["totals"]["pass"] == 49
+    assert data["lab"] == "preflight" and data["totals"]["pass"] == 52
     first = data["checks"][0]
     assert set(first) >= {"id", "host", "status", "evidence", "hint"}
 
@@ -389,6 +390,103 @@ def test_shared_virtualbox_nat_address_as_node_ip_warns(tmp_path):
     assert evidence[("node-ip", "slave1")].startswith("node_ip 192.168.56.11 is not a shared NAT")
     table = run("doctor", "--replay", str(tmp_path / "b"))
     assert "1 of the passes carry a warning" in table.output
+
+
+# What the probe prints (k8slab.weave.probe_command): a stock VM kernel has openvswitch as a
+# module (loadable, or loaded once Weave ran); this machine's kernel and its lab machines
+# (containers sharing it: no /proc/modules, no /lib/modules) have none.
+NO_OVS = "openvswitch missing\n"
+
+
+def _datapath(tmp_path, setting, edits) -> dict[str, dict]:
+    topo = {**TOPOLOGY, "weave_fastdp": setting}
+    bundle = str(write(tmp_path / "b", edits, topology=topo))
+    r = run("doctor", "--replay", bundle, "--format", "json")
+    assert r.exit_code == 0, r.output
+    return {c["host"]: c for c in json.loads(r.output)["checks"] if c["id"] == "weave-datapath"}
+
+
+@pytest.mark.parametrize(
+    "setting, edits, want",
+    [
+        (
+            "auto",
+            {},
+            {h: "openvswitch loadable: Weave runs fastdp (weave_fastdp auto)" for h in NODE},
+        ),
+        (
+            "auto",
+            {("slave1", "weave-datapath/modules"): "openvswitch loaded\n"},
+            {"slave1": "openvswitch loaded: Weave runs fastdp (weave_fastdp auto)"},
+        ),
+        (
+            "auto",
+            {("slave2", "weave-datapath/modules"): NO_OVS},
+            {
+                "master": "openvswitch loadable, but not on slave2: Weave runs sleeve on every "
+                "node (weave_fastdp auto)",
+                "slave2": "openvswitch not available: Weave runs sleeve (weave_fastdp auto)",
+            },
+        ),
+        (
+            "auto",
+            {(h, "weave-datapath/modules"): NO_OVS for h in NODE},
+            {h: "openvswitch not available: Weave runs sleeve (weave_fastdp auto)" for h in NODE},
+        ),
+        (
+            False,
+            {("slave1", "weave-datapath/modules"): NO_OVS},
+            {
+                "master": "openvswitch loadable: Weave runs sleeve (weave_fastdp false)",
+                "slave1": "openvswitch not available: Weave runs sleeve (weave_fastdp false)",
+            },
+        ),
+        (
+            True,
+            {("master", "weave-datapath/modules"): "openvswitch built in\n"},
+            {"master": "openvswitch built in: Weave runs fastdp (weave_fastdp true)"},
+        ),
+        (
+            True,
+            {("slave2", "weave-datapath/modules"): NO_OVS},
+            {
+                "slave1": "openvswitch loadable: Weave runs fastdp (weave_fastdp true)",
+                "slave2": "warning: openvswitch not available: Weave falls back to a plain bridge "
+                "here and refuses it on every restart (weaveworks/weave#3634); set "
+                "weave_fastdp: auto or false",
+            },
+        ),
+    ],
+    ids=["auto-all", "auto-loaded", "auto-one-lacks", "auto-none", "false", "true", "true-lacks"],
+)
+def test_weave_datapath_says_which_mode_each_node_gets(tmp_path, setting, edits, want):
+    rows = _datapath(tmp_path, setting, edits)
+    assert all(row["status"] == "pass" for row in rows.values())
+    for host, evidence in want.items():
+        assert rows[host]["evidence"] == evidence
+
+
+def test_weave_datapath_warns_in_the_table_where_true_cannot_work(tmp_path):
+    topo = {**TOPOLOGY, "weave_fastdp": True}
+    edits = {("slave2", "weave-datapath/modules"): NO_OVS}
+    r = run("doctor", "--replay", str(write(tmp_path / "b", edits, topology=topo)))
+    assert r.exit_code == 0, r.output
+    assert "1 of the passes carry a warning" in r.output
+
+
+def test_weave_datapath_probes_as_the_deploy_does():
+    from k8slab import weave
+    from k8slab.facts import KernelModuleState
+
+    lab = doctor.load(parse(TOPOLOGY))
+    (check,) = [c for c in lab.checks if c.id == "weave-datapath"]
+    assert (
+        check.run["modules"].cmd
+        == weave.probe_command()
+        == KernelModuleState().command(weave.MODULE)
+    )
+    assert KernelModuleState().process(["openvswitch loadable"]) == "loadable"
+    assert KernelModuleState().process([]) == "missing"
 
 
 def test_no_product_uuid_is_a_warning(tmp_path):

@@ -9,6 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from k8slab import weave
 from k8slab.deploy.hostprep import SYSCTLS
 from k8slab.render import render
 from k8slab.topology import REPO_ROOT, load
@@ -131,8 +132,13 @@ def test_a_missing_value_is_an_error_not_an_empty_string():
         render("templates/kubernetes/kubelet.default.j2", {})
 
 
-def weave_docs(values=MASTER) -> list[dict]:
-    return list(yaml.safe_load_all(render("manifests/weave-net.yaml.j2", values)))
+def weave_docs(values=MASTER, states=None) -> list[dict]:
+    """The manifest as the control plane's phase renders it: the data path decided by
+    k8slab.weave from each node's openvswitch (default: every node has it as a module)."""
+    states = states or {h.name: "loadable" for h in TOPO.hosts}
+    datapath = weave.datapath(values["weave_fastdp"], states)
+    text = render("manifests/weave-net.yaml.j2", {**values, "weave_datapath": datapath})
+    return list(yaml.safe_load_all(text))
 
 
 @pytest.mark.parametrize("minor", MINORS)
@@ -165,16 +171,44 @@ def test_weave_manifest_uses_the_fork_and_the_pod_subnet():
     assert containers["weave"]["readinessProbe"]["httpGet"]["port"] == 6784
 
 
+def _weave_env(minor: str, fastdp, states=None) -> dict:
+    ds = weave_docs({**MASTER, "weave_fastdp": fastdp}, states)[-1]
+    kubernetes_validate.validate(ds, minor, strict=True)
+    container = ds["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
 @pytest.mark.parametrize("minor", MINORS)
 def test_weave_without_fastdp_runs_sleeve_only(minor):
-    def env(fastdp: bool) -> dict:
-        ds = weave_docs({**MASTER, "weave_fastdp": fastdp})[-1]
-        kubernetes_validate.validate(ds, minor, strict=True)
-        weave = ds["spec"]["template"]["spec"]["containers"][0]
-        return {e["name"]: e.get("value") for e in weave["env"]}
+    assert _weave_env(minor, False)["WEAVE_NO_FASTDP"] == "1"
+    assert "WEAVE_NO_FASTDP" not in _weave_env(minor, True)
 
-    assert env(False)["WEAVE_NO_FASTDP"] == "1"
-    assert "WEAVE_NO_FASTDP" not in env(True)
+
+ALL_OVS = {"master": "loaded", "slave1": "loadable", "slave2": "built in"}
+
+
+@pytest.mark.parametrize(
+    "states, sleeve",
+    [
+        (ALL_OVS, False),
+        ({**ALL_OVS, "slave2": "missing"}, True),
+        ({h: "missing" for h in ALL_OVS}, True),
+    ],
+    ids=["every-node-capable", "one-node-lacks", "none"],
+)
+def test_weave_auto_runs_fastdp_only_when_every_node_can(states, sleeve):
+    assert MASTER["weave_fastdp"] == "auto"  # the default
+    env = _weave_env("1.36", "auto", states)
+    assert ("WEAVE_NO_FASTDP" in env) is sleeve
+    # true and false do not look at the nodes
+    assert "WEAVE_NO_FASTDP" not in _weave_env("1.36", True, states)
+    assert _weave_env("1.36", False, ALL_OVS)["WEAVE_NO_FASTDP"] == "1"
+
+
+def test_weave_manifest_needs_the_decided_datapath():
+    # "auto" must be decided from the nodes: the template never guesses it.
+    with pytest.raises(jinja2.UndefinedError):
+        render("manifests/weave-net.yaml.j2", MASTER)
 
 
 def test_strict_validation_catches_a_misspelt_field():

@@ -16,7 +16,7 @@ from k8slab import archives
 from k8slab.deploy.common import AptPlan
 from k8slab.deploy.join import join_command
 from k8slab.render import render
-from k8slab.topology import REPO_ROOT, TopologyError, load
+from k8slab.topology import REPO_ROOT, Topology, TopologyError, load
 
 DEFAULT = REPO_ROOT / "inventory" / "lab.yaml"
 ARMORED = (
@@ -68,6 +68,16 @@ def test_defaults_are_todays_public_sources():
     assert topo.kube_image_repository == "registry.k8s.io"
     assert topo.image_archives == ()
     assert (topo.allow_cgroup_v1, topo.kube_proxy_tune_conntrack) == (False, True)
+    assert topo.weave_fastdp == "auto"
+
+
+@pytest.mark.parametrize("written, read", [("auto", "auto"), ("true", True), ("false", False)])
+def test_weave_fastdp_is_auto_true_or_false(tmp_path, written, read):
+    path = topology(tmp_path)
+    path.write_text(path.read_text() + f"weave_fastdp: {written}\n")
+    topo = load(path)
+    assert topo.weave_fastdp == read
+    assert topo.cluster_vars()["weave_fastdp"] == read
 
 
 def test_local_folders_and_files_relative_to_the_topology_file(tmp_path):
@@ -180,13 +190,16 @@ def _bad(tmp_path):
         ({"image_archives": "imgs"}, "bad.tar: not a `docker save` archive with tagged images"),
         ({"allow_cgroup_v1": "yes"}, "allow_cgroup_v1: 'yes' is not true or false"),
         ({"kube_proxy_tune_conntrack": 0}, "kube_proxy_tune_conntrack: 0 is not true or false"),
+        ({"weave_fastdp": "sleeve"}, "weave_fastdp: 'sleeve' is not auto, true or false"),
+        ({"weave_fastdp": "Auto"}, "weave_fastdp: 'Auto' is not auto, true or false"),
+        ({"weave_fastdp": 1}, "weave_fastdp: 1 is not auto, true or false"),
     ]
 
 
-@pytest.mark.parametrize("case", range(17))
+@pytest.mark.parametrize("case", range(20))
 def test_bad_source_is_one_line_naming_the_key(tmp_path, case):
     cases = _bad(tmp_path)
-    assert len(cases) == 17
+    assert len(cases) == 20
     keys, message = cases[case]
     path = topology(tmp_path, **keys)
     with pytest.raises(TopologyError) as err:
@@ -256,3 +269,104 @@ def test_join_skips_system_verification_only_when_cgroup_v1_is_allowed(tmp_path)
     topo = load(topology(tmp_path, allow_cgroup_v1=True))
     shown = str(join_command(topo.host_vars(topo.host("slave1")), "t", hash_))
     assert shown.endswith("--node-name slave1 --ignore-preflight-errors=SystemVerification")
+
+
+# The offline folder's archives (tests/e2e, /opt/k8s-e2e/offline/images), by their tags; its
+# labs.yaml gives the lab's nginx and httpd other tags.
+OFFLINE = {
+    "busybox": ["busybox:latest"],
+    "coredns": ["registry.k8s.io/coredns/coredns:v1.14.2"],
+    "etcd": ["registry.k8s.io/etcd:3.6.8-0"],
+    "httpd": ["local/httpd:bookworm"],
+    "kube-apiserver": ["registry.k8s.io/kube-apiserver:v1.36.2"],
+    "kube-controller-manager": ["registry.k8s.io/kube-controller-manager:v1.36.2"],
+    "kube-proxy": ["registry.k8s.io/kube-proxy:v1.36.2"],
+    "kube-scheduler": ["registry.k8s.io/kube-scheduler:v1.36.2"],
+    "nginx": ["local/nginx:bookworm"],
+    "pause": ["registry.k8s.io/pause:3.10.2", "registry.k8s.io/pause:3.10"],
+    "weave-kube": ["rajchaudhuri/weave-kube:2.9.0"],
+    "weave-npc": ["rajchaudhuri/weave-npc:2.9.0"],
+}
+LOCAL_LAB_IMAGES = {
+    "ch09": {
+        "images": {
+            "nginx": {"tag": "local/nginx:bookworm", "build": False},
+            "httpd": {"tag": "local/httpd:bookworm", "build": False},
+        }
+    }
+}
+
+
+def _offline_topology(tmp_path: Path, **keys) -> Topology:
+    (tmp_path / "images").mkdir()
+    for name, tags in OFFLINE.items():
+        docker_save(tmp_path / "images" / f"{name}.tar", tags)
+    return load(topology(tmp_path, image_archives="images", **keys))
+
+
+def _names(archive_list) -> list[str]:
+    return sorted(Path(a["path"]).stem for a in archive_list)
+
+
+EVERY = ["coredns", "kube-proxy", "pause", "weave-kube", "weave-npc"]
+
+
+def test_archives_go_to_the_nodes_that_run_their_images(tmp_path):
+    topo = _offline_topology(tmp_path, labs=LOCAL_LAB_IMAGES)
+    master, slave1, slave2 = (topo.host_vars(h) for h in topo.hosts)
+    assert _names(master["node_image_archives"]) == sorted(
+        [*EVERY, "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    )
+    assert _names(slave1["node_image_archives"]) == sorted([*EVERY, "busybox", "httpd", "nginx"])
+    assert slave2["node_image_archives"] == slave1["node_image_archives"]
+    # every archive still reaches some node; the cluster-wide list is unchanged
+    assert len(master["image_archives"]) == len(OFFLINE)
+
+
+def test_archives_of_images_not_the_labs_go_everywhere(tmp_path):
+    # Without labs.yaml the lab runs Docker Hub's nginx and httpd: local/* is unknown.
+    topo = _offline_topology(tmp_path)
+    placed = {Path(a["path"]).stem: a["nodes"] for a in archives.placed(topo)}
+    assert placed["nginx"] == placed["httpd"] == archives.EVERY_NODE
+    assert placed["busybox"] == archives.WORKERS  # what labctl builds count and simple-app on
+    assert placed["etcd"] == archives.CONTROL_PLANE
+
+
+@pytest.mark.parametrize(
+    "tags, repo, where",
+    [
+        (["registry.k8s.io/kube-apiserver:v1.36.2"], "registry.k8s.io", "control-plane"),
+        (["registry.k8s.io/etcd:3.6.8-0"], "registry.k8s.io", "control-plane"),
+        # a mirror: kubeadm runs the images of kube_image_repository
+        (["mirror.lan:5000/k8s/kube-scheduler:v1.36.2"], "mirror.lan:5000/k8s", "control-plane"),
+        (["registry.k8s.io/kube-scheduler:v1.36.2"], "mirror.lan:5000/k8s", "every node"),
+        (["registry.k8s.io/kube-proxy:v1.36.2"], "registry.k8s.io", "every node"),
+        (["registry.k8s.io/coredns/coredns:v1.14.2"], "registry.k8s.io", "every node"),
+        (["nginx:latest"], "registry.k8s.io", "workers"),
+        (["docker.io/library/nginx"], "registry.k8s.io", "workers"),
+        (["nginx:1.27"], "registry.k8s.io", "every node"),  # not the lab's tag
+        (["nginx", "httpd", "busybox:latest"], "registry.k8s.io", "workers"),
+        # mixed: safe default
+        (["nginx", "registry.k8s.io/etcd:3.6.8-0"], "registry.k8s.io", "every node"),
+        (["myorg/etcd:3.6.8-0"], "registry.k8s.io", "every node"),
+    ],
+)
+def test_where_an_archive_goes_by_its_tags(tags, repo, where):
+    lab_images = {"nginx:latest", "httpd:latest", "busybox:latest"}
+    assert archives.nodes(tags, repo, lab_images) == where
+
+
+def test_lab_images_follow_the_topology(tmp_path):
+    assert archives.lab_images(load(DEFAULT)) == {"nginx:latest", "httpd:latest", "busybox:latest"}
+    topo = load(topology(tmp_path, labs=LOCAL_LAB_IMAGES))
+    assert archives.lab_images(topo) == {
+        "local/nginx:bookworm",
+        "local/httpd:bookworm",
+        "busybox:latest",
+    }
+
+
+def test_without_archives_no_lab_is_read(tmp_path):
+    topo = load(DEFAULT)
+    assert archives.placed(topo) == []
+    assert topo.host_vars(topo.control_plane)["node_image_archives"] == []

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from k8slab import weave
 from k8slab.checks import parse
 from k8slab.checks.kinds import (
     WARNING,
@@ -300,3 +301,22 @@ def _clock_in_sync(ctx: Context, p: dict) -> Outcome:
         f"clock {'ahead' if remote > after else 'behind' if remote < before else 'in step'}"
         f" by {skew:.1f}s (round trip {after - before:.2f}s, allowed {limit:g}s)",
     )
+
+
+@_kind("weave-datapath", ("output",))
+def _weave_datapath(ctx: Context, p: dict) -> Outcome:
+    """Which Weave data path this node will get (k8slab.weave) and why, from the openvswitch
+    probe here and on the other nodes (auto is decided cluster-wide). A warning where
+    weave_fastdp is true and this node cannot do fastdp."""
+    setting = ctx.topology.weave_fastdp
+    states = {ctx.host.name: weave.module_state(ctx.text(p["output"]))}
+    if setting == "auto":
+        for other in ctx.topology.hosts:
+            if other.name == ctx.host.name:
+                continue
+            try:
+                states[other.name] = weave.module_state(_peer_text(ctx, other.name, p["output"]))
+            except _PeerDown:
+                continue
+    warn, line = weave.evidence(setting, ctx.host.name, states)
+    return Outcome(True, f"{WARNING}{line}" if warn else line)

@@ -1,4 +1,5 @@
-"""Phase 5, the control plane: kubeadm init, kubeconfig for the SSH user, Weave Net.
+"""Phase 5, the control plane: kubeadm init, kubeconfig for the SSH user, Weave Net (its data
+path, fastdp or sleeve, decided by k8slab.weave from openvswitch on every node).
 
 https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/create-cluster-kubeadm/
 https://github.com/rajch/weave (Weave Net fork; manifests/weave-net.yaml.j2 is our own)
@@ -14,14 +15,15 @@ import getpass
 from io import StringIO
 
 import yaml
-from pyinfra import host
+from pyinfra import host, inventory
 from pyinfra.api import OperationError, deploy, operation
 from pyinfra.facts.files import File, Sha256File
 from pyinfra.facts.server import Home
 from pyinfra.operations import files, server
 
+from k8slab import weave
 from k8slab.deploy.common import STATE_DIR, lab, upload
-from k8slab.facts import KubeadmVersion, KubeObjectExists
+from k8slab.facts import KernelModuleState, KubeadmVersion, KubeObjectExists
 from k8slab.render import render
 from k8slab.topology import DATA_ROOT
 
@@ -130,10 +132,13 @@ def _kubeconfig_for_ssh_user():
 
 
 def _weave_net():
+    setting = lab()["weave_fastdp"]
+    states = weave_module_states() if setting == "auto" else {}
     manifest = upload(
-        f"Weave Net {lab()['weave_version']} manifest",
+        f"Weave Net {lab()['weave_version']} manifest, {weave.why(setting, states)}",
         "manifests/weave-net.yaml.j2",
         WEAVE_MANIFEST,
+        weave_datapath=weave.datapath(setting, states),
     )
     applied = host.get_fact(
         KubeObjectExists, kind="daemonset", object_name="weave-net", namespace="kube-system"
@@ -142,3 +147,15 @@ def _weave_net():
         server.shell(name="Apply Weave Net", commands=[f"{KUBECTL} apply -f {WEAVE_MANIFEST}"])
     else:
         host.noop("Weave Net is applied and unchanged")
+
+
+def weave_module_states() -> dict[str, str]:
+    """openvswitch on every node of the topology, read when the manifest is rendered (before
+    any operation of the run has executed): the DaemonSet's env is the same on every node.
+    Nodes outside a --limit are connected for it; a node that cannot be read counts as
+    missing (sleeve works everywhere)."""
+    nodes = [*inventory.get_group("control_plane"), *inventory.get_group("workers", [])]
+    return {
+        node.name: node.get_fact(KernelModuleState, module=weave.MODULE) or "missing"
+        for node in nodes
+    }

@@ -1,6 +1,8 @@
 """Phase 3b, image archives: the topology's `image_archives` (`docker save` output) loaded
-into Docker on every node before kubeadm init or join, so that no node pulls an image.
-Archives whose tags a host already has are neither uploaded nor loaded.
+into Docker before kubeadm init or join, so that no node pulls an image. Each node gets only
+the archives of the images its role runs (k8slab.archives: the control plane's static pods on
+master, the labs' images on workers, the rest everywhere). Archives whose tags a host already
+has are neither uploaded nor loaded.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ UPLOAD_DIR = f"{CACHE_DIR}/images"
 
 @deploy("Image archives")
 def image_archives():
-    wanted = lab()["image_archives"]
-    if not wanted:
+    if not lab()["image_archives"]:
         return
+    wanted = lab()["node_image_archives"]
+    skipped = len(lab()["image_archives"]) - len(wanted)
+    if skipped:
+        host.noop(f"{skipped} archive(s) of images a {lab()['node_role']} never runs: not sent")
     todo = archives.to_load(wanted, host.get_fact(DockerImageTags))
     if not todo:
         host.noop(f"the images of {len(wanted)} archive(s) are loaded")

@@ -168,7 +168,8 @@ def test_labctl_delete(cluster):
 def test_add_a_fourth_host_with_limit(cluster):
     cluster.add_spare("slave3")
     raw = yaml.safe_load(cluster.e2e_config.read_text())
-    raw["hosts"].append({"name": "slave3", "role": "worker", "node_ip": "10.0.2.6"})
+    slave3 = {"name": "slave3", "role": "worker", "node_ip": cluster.spare_ips["slave3"]}
+    raw["hosts"].append(slave3)
     cluster.e2e_config.write_text(yaml.safe_dump(raw, sort_keys=False))
     r = deploy(cluster, "deploy-add-slave3", "--limit", "slave3")
     assert r["exit_code"] == 0, r["output"][-3000:] + diagnosis(cluster, "deploy-add-slave3")

@@ -173,6 +173,7 @@ def _not_shared_nat(ctx: Context, p: dict) -> Outcome:
             sharing.append(other.name)
     if len(sharing) < 2:
         return Outcome(True, f"{nat} is on the default-route interface of {ctx.host.name} only")
+    sharing = [h.name for h in ctx.topology.hosts if h.name in sharing]
     if ctx.host.node_ip == nat:
         return Outcome(
             True,

@@ -230,3 +230,30 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert r.returncode == 2
     assert r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+
+
+def test_map_over_ssh_records_its_own_commands_and_replays_the_same(sshd, tmp_path):
+    """Over the loopback sshd with no cluster (kubectl is missing): every part the cluster
+    answers is unknown with kubectl's failure, `ip` answers for real, and the recorded bundle
+    draws the same map offline."""
+    from click.testing import CliRunner
+
+    from k8slab.cli import main
+
+    config = sshd.topology(tmp_path / "lab.yaml", labs={"ch09": {"kubectl": "no-kubectl"}})
+    args = ["--config", str(config), "--known-hosts", str(tmp_path / "kh"), "map"]
+    live = CliRunner().invoke(main, [*args, "--record", str(tmp_path / "rec")])
+    assert live.exit_code == 0, live.output
+    index = json.loads((tmp_path / "rec" / "bundle.json").read_text())
+    ran = {(e["host"], e["command"]) for e in index["commands"]}
+    assert ("master", "ip -o -4 addr; ip -o link") in ran
+    assert ("master", "no-kubectl get pod -A -o wide") in ran
+    assert "bridge: no weave bridge" in live.output
+    assert "- master: `no-kubectl get pod -A -o wide` exited 127:" in live.output
+    replayed = CliRunner().invoke(main, ["map", "--replay", str(tmp_path / "rec")])
+    assert replayed.exit_code == 0, replayed.output
+
+    def body(out: str) -> str:
+        return out.split("NODES", 1)[1]  # after the source line (and stderr's "recorded ...")
+
+    assert body(replayed.output) == body(live.output)

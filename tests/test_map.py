@@ -143,8 +143,11 @@ class _Logged(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.mark.skipif(not CHROMIUM, reason="needs chromium (apt-get install chromium)")
 def test_html_map_loads_in_headless_chromium_with_no_other_request(tmp_path):
+    if not CHROMIUM:
+        if os.environ.get("TESTBED_REQUIRED") == "1":  # CI (.ci/run) installs it
+            pytest.fail("TESTBED_REQUIRED=1 but chromium is missing")
+        pytest.skip("needs chromium (apt-get install chromium)")
     page = tmp_path / "map.html"
     r = labctl("map", "--replay", str(BUNDLE), "--format", "html", "--out", str(page))
     assert r.returncode == 0, r.stderr
@@ -181,7 +184,7 @@ def test_html_map_loads_in_headless_chromium_with_no_other_request(tmp_path):
         server.shutdown()
     assert handler.requests and set(handler.requests) == {"/map.html"}, handler.requests
     nodes = outputs("kubectl get nodes -o wide")["master"].splitlines()[1:]
-    drawn = re.findall(r'<g class="node" data-node="([^"]+)"', dom.stdout)
+    drawn = re.findall(r'<g class="node[^"]*" data-node="([^"]+)"', dom.stdout)
     assert drawn == [row.split()[0] for row in nodes]
     edges = re.findall(
         r'<path class="endpoint" data-service="[^"]+" data-endpoint="([^"]+)"', dom.stdout
@@ -257,3 +260,63 @@ def test_map_over_ssh_records_its_own_commands_and_replays_the_same(sshd, tmp_pa
         return out.split("NODES", 1)[1]  # after the source line (and stderr's "recorded ...")
 
     assert body(replayed.output) == body(live.output)
+
+
+def _edit(bundle: Path, host: str, command: str, edit) -> None:
+    index = json.loads((bundle / "bundle.json").read_text())
+    entry = next(e for e in index["commands"] if (e["host"], e["command"]) == (host, command))
+    path = bundle / entry["stdout"]
+    before = path.read_text()
+    path.write_text(edit(before))
+    assert path.read_text() != before
+
+
+def test_broken_parts_are_marked_with_the_check_that_owns_them(tmp_path):
+    """The real bundle with three faults written into a copy of it, here in the test (no
+    fault bundle was recorded on a cluster yet): each is marked, with its check."""
+    broken = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, broken)
+    _edit(
+        broken,
+        "master",
+        "kubectl get pod -A -o wide",
+        lambda t: t.replace(
+            "nginx                             1/1     Running",
+            "nginx                             0/1     CrashLoopBackOff",
+        ),
+    )
+    _edit(
+        broken,
+        "slave1",
+        "curl -sS -m 5 127.0.0.1:6784/status/connections",
+        lambda t: t.replace("established sleeve 1e:da", "pending     sleeve 1e:da"),
+    )
+    rule = '-d 10.102.82.115/32 -p tcp -m comment --comment "gurumee/simple-app-svc'
+    _edit(
+        broken,
+        "slave2",
+        "sudo iptables -S -t nat",
+        lambda t: "".join(
+            x for x in t.splitlines(True) if not x.startswith(f"-A KUBE-SERVICES {rule}")
+        ),
+    )
+    _edit(
+        broken,
+        "slave2",
+        "sudo iptables -S -t filter",
+        lambda t: (
+            t + f'-A KUBE-SERVICES {rule} has no endpoints" -m tcp --dport 8080 -j REJECT '
+            "--reject-with icmp-port-unreachable\n"
+        ),
+    )
+    r = labctl("map", "--replay", str(broken))
+    assert r.returncode == 0, r.stderr
+    faults = r.stdout.split("BROKEN 고장: ", 1)[1].split("\n\n")[0].splitlines()
+    assert faults == [
+        "3",
+        "- slave1: weave to master: BROKEN: pending: no UDP heartbeat",
+        "  [net.weave-connections]",
+        "- slave1: default/nginx: BROKEN: CrashLoopBackOff 0/1 [dns.client-pod]",
+        "- gurumee/simple-app-svc 8080/TCP: BROKEN: no ready endpoints: kube-proxy",
+        "  rejects it on slave2 [dns.simple-app]",
+    ]

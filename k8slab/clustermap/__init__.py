@@ -77,6 +77,8 @@ class Node:
     name: str
     ip: str
     role: str
+    status: str | None = None  # kubectl's STATUS (Ready, NotReady); None: not read
+    fault: Fault | None = None
     bridge: str | None = None  # "weave 10.32.0.3/12 up, 4 ports"
     peers: list[Peer] | None = None
     pods: list[Pod] = field(default_factory=list)
@@ -152,6 +154,7 @@ class Map:
         """Everything broken, with where it is, in map order."""
         found = []
         for n in self.nodes:
+            found += [(n.name, n.fault)] if n.fault else []
             found += [(f"{n.name}: weave to {p.name}", p.fault) for p in n.peers or [] if p.fault]
             found += [(f"{n.name}: {p.ref}", p.fault) for p in n.pods if p.fault]
         found += [(v.pod_ref, v.missing) for v in self.volumes if v.missing]
@@ -180,9 +183,12 @@ class _Reader:
                 return r.stdout
             said = cause_line(r.stderr) or cause_line(r.stdout) or "no output"
             why = f"{host}: `{short[:60]}` exited {r.exit_code}: {said}"
+        self.note(why)
+        return None
+
+    def note(self, why: str) -> None:
         if why not in self.unknown:
             self.unknown.append(why)
-        return None
 
 
 def _uses(lab: Lab, kind: str) -> list[tuple[Check, dict]]:
@@ -246,14 +252,22 @@ def build(lab: Lab, topo: Topology, commands: Commands, source: str = "live") ->
     def output(kind: str, param: str, host: str = master) -> str | None:
         found = src.command(kind, param)
         if found is None:
-            read.unknown.append(f"lab {lab.id} has no {kind} check to read {param} from")
+            read.note(f"lab {lab.id} has no {kind} check to read {param} from")
             return None
         cmd, on_master = found
         return read.text(master if on_master else host, cmd)
 
     listed = output("pause-sandboxes", "pods")
     pods = parse.pods(listed) if listed is not None else []
+    registered = output("node-registered", "output")
     nodes = [_node(h, topo, pods, src, read, output) for h in topo.hosts]
+    if registered is not None:
+        listed_nodes = {n.name: n for n in parse.nodes(registered)}
+        for node in nodes:
+            found = listed_nodes.get(node.name)
+            node.status = found.status if found else "not a node"
+            if "Ready" not in node.status.split(","):
+                node.fault = Fault(node.status, src.owner("node-registered"))
     services = _services(lab, topo, pods, src, output)
     volumes = _volumes(lab, topo, nodes, src, read, listed is not None)
     return Map(lab.id, lab.title, source, nodes, services, volumes, read.unknown)

@@ -24,7 +24,7 @@ svg text { font: 11px monospace; fill: #222; }
 svg text.title { font: bold 13px sans-serif; }
 svg .node > rect { fill: #f4f8ff; stroke: #4a78c2; stroke-width: 1.5; }
 svg .pod > rect { fill: #fff; stroke: #888; }
-svg .pod.broken > rect, svg .service.broken > rect { stroke: #b00020; stroke-width: 2.5; }
+svg .broken > rect { stroke: #b00020; stroke-width: 2.5; }
 svg .service > rect { fill: #fff8e8; stroke: #c98a00; }
 svg .bridge { fill: #dde9dd; stroke: #3a8a3a; }
 svg .endpoint { fill: none; stroke: #c98a00; stroke-width: 1.2; opacity: .8; }
@@ -130,10 +130,11 @@ def _node_height(n: Node) -> int:
 
 def _node(n: Node, x: float, y: float, pods_at: dict) -> str:
     h = _node_height(n)
+    cls = "node broken" if n.fault else "node"
     out = [
-        f'<g class="node" data-node="{escape(n.name)}">',
+        f'<g class="{cls}" data-node="{escape(n.name)}">',
         f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{h}" rx="8"/>',
-        _text(x + PAD, y + 18, f"노드 node {n.name}  {n.ip}", "title"),
+        _text(x + PAD, y + 18, f"노드 node {n.name}  {n.ip}  {n.status or 'unknown'}", "title"),
         _text(x + PAD, y + 34, f"bridge {n.bridge or 'unknown'}"),
     ]
     cy = y + 50

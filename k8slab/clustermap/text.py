@@ -65,7 +65,8 @@ def render(m: Map, width: int = 80, colour: bool = False) -> str:
 
 def _node(out: _Out, n: Node) -> None:
     out.line("")
-    out.line(out.paint(f"{n.name}  {n.ip}  ({n.role})", _BOLD))
+    status = n.status or UNKNOWN
+    out.line(out.paint(f"{n.name}  {n.ip}  ({n.role}, {status})", _BOLD) + out.broken(n.fault))
     out.line(f"bridge: {n.bridge or UNKNOWN + ' (and the veths)'}", 2)
     if n.peers is None:
         out.line(f"weave peers: {UNKNOWN}", 2)

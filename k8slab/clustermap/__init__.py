@@ -22,7 +22,7 @@ from k8slab.checks.engine import Commands
 from k8slab.checks.kinds import cause_line
 from k8slab.labs import Check, Lab, render_manifests
 from k8slab.ssh import SSHError
-from k8slab.topology import Topology
+from k8slab.topology import Host, Topology
 
 # The deploy's kubeadm-config sets dnsDomain to this; CoreDNS answers <svc>.<ns>.svc.<it>.
 CLUSTER_DOMAIN = "cluster.local"
@@ -165,68 +165,11 @@ class Map:
         return found
 
 
-class _Reader:
-    """Command outputs through verify's shared cache; a failed read becomes a note."""
-
-    def __init__(self, commands: Commands):
-        self.commands = commands
-        self.unknown: list[str] = []
-
-    def text(self, host: str, cmd: str, ok_codes: tuple[int, ...] = (0,)) -> str | None:
-        short = " ".join(cmd.split())
-        try:
-            r = self.commands(host, cmd)
-        except SSHError as e:
-            why = str(e)
-        else:
-            if r.exit_code in ok_codes:
-                return r.stdout
-            said = cause_line(r.stderr) or cause_line(r.stdout) or "no output"
-            why = f"{host}: `{short[:60]}` exited {r.exit_code}: {said}"
-        self.note(why)
-        return None
-
-    def note(self, why: str) -> None:
-        if why not in self.unknown:
-            self.unknown.append(why)
-
-
 def _uses(lab: Lab, kind: str) -> list[tuple[Check, dict]]:
     return [(c, a) for c in lab.checks for a in c.expect if a["kind"] == kind]
 
 
-class _Sources:
-    """Where each output comes from: the command a check of `kind` reads as `param`, run on
-    master or on every node (as that check runs it)."""
-
-    def __init__(self, lab: Lab, topo: Topology):
-        self.lab, self.topo = lab, topo
-
-    def command(self, kind: str, param: str) -> tuple[str, bool] | None:
-        found = _uses(self.lab, kind)
-        if not found:
-            return None
-        check, params = found[0]
-        cmd = check.run[params[param]]
-        return cmd.cmd, cmd.on_master
-
-    def owner(self, kind: str) -> str:
-        found = _uses(self.lab, kind)
-        return found[0][0].id if found else ""
-
-    def pairs(self) -> list[tuple[str, str]]:
-        """Every (host, command) the map reads before the hostPath listings."""
-        master = self.topo.control_plane.name
-        pairs = []
-        for kind, param in SOURCES:
-            found = self.command(kind, param)
-            if found:
-                cmd, on_master = found
-                hosts = [master] if on_master else [h.name for h in self.topo.hosts]
-                pairs += [(h, cmd) for h in hosts]
-        return pairs + [(h.name, LINKS) for h in self.topo.hosts]
-
-
+# What the map reads of verify's commands: (assertion kind, the parameter naming the output).
 SOURCES = (
     ("node-registered", "output"),
     ("pause-sandboxes", "pods"),
@@ -238,45 +181,103 @@ SOURCES = (
 )
 
 
-def build(lab: Lab, topo: Topology, commands: Commands, source: str = "live") -> Map:
-    """The map of `lab` on the cluster `commands` reads (live, or a replayed bundle)."""
-    src = _Sources(lab, topo)
-    read = _Reader(commands)
-    # Live, each command is one SSH round trip: ask them all at once, then read the cache.
-    with ThreadPoolExecutor(8) as pool:
-        for _ in pool.map(lambda hc: read.text(*hc), src.pairs()):
-            pass
-    read.unknown.clear()  # said again, in order, where each output is used below
-    master = topo.control_plane.name
+class _Cluster:
+    """The lab's commands read through verify's shared cache: each output is found as the
+    command a check of some kind reads (run on master or on the node, as that check runs
+    it), and a read that fails becomes a line of `unknown` instead."""
 
-    def output(kind: str, param: str, host: str = master) -> str | None:
-        found = src.command(kind, param)
+    def __init__(self, lab: Lab, topo: Topology, commands: Commands):
+        self.lab, self.topo, self.commands = lab, topo, commands
+        self.master = topo.control_plane.name
+        self.unknown: list[str] = []
+
+    def note(self, why: str) -> None:
+        if why not in self.unknown:
+            self.unknown.append(why)
+
+    def text(self, host: str, cmd: str, ok_codes: tuple[int, ...] = (0,)) -> str | None:
+        try:
+            r = self.commands(host, cmd)
+        except SSHError as e:
+            self.note(str(e))
+            return None
+        if r.exit_code in ok_codes:
+            return r.stdout
+        said = cause_line(r.stderr) or cause_line(r.stdout) or "no output"
+        self.note(f"{host}: `{' '.join(cmd.split())[:60]}` exited {r.exit_code}: {said}")
+        return None
+
+    def _command(self, kind: str, param: str) -> tuple[str, bool] | None:
+        found = _uses(self.lab, kind)
+        if not found:
+            return None
+        check, params = found[0]
+        cmd = check.run[params[param]]
+        return cmd.cmd, cmd.on_master
+
+    def output(self, kind: str, param: str, host: str = "") -> str | None:
+        found = self._command(kind, param)
         if found is None:
-            read.note(f"lab {lab.id} has no {kind} check to read {param} from")
+            self.note(f"lab {self.lab.id} has no {kind} check to read {param} from")
             return None
         cmd, on_master = found
-        return read.text(master if on_master else host, cmd)
+        return self.text(self.master if on_master else host or self.master, cmd)
 
-    listed = output("pause-sandboxes", "pods")
+    def owner(self, kind: str) -> str:
+        found = _uses(self.lab, kind)
+        return found[0][0].id if found else ""
+
+    def pod_owner(self, namespace: str, name: str) -> str:
+        """The check that grades this pod's readiness, as the lab's data says."""
+        for check, a in _uses(self.lab, "pods-running"):
+            named = name == a["name"] if a.get("name") else name.startswith(a.get("prefix", ""))
+            if a["namespace"] == namespace and named:
+                return check.id
+        for kind in ("deployment-ready", "daemonset-ready"):
+            for check, a in _uses(self.lab, kind):
+                if name.startswith(f"{a['name']}-"):
+                    return check.id
+        return ""
+
+    def prefetch(self) -> None:
+        """Live, each command is one SSH round trip: ask them all at once (the hostPath
+        listings, which need the pod list, come later). Failures are noted where used."""
+        pairs = [(h.name, LINKS) for h in self.topo.hosts]
+        for kind, param in SOURCES:
+            found = self._command(kind, param)
+            if found:
+                cmd, on_master = found
+                hosts = [self.master] if on_master else [h.name for h in self.topo.hosts]
+                pairs += [(h, cmd) for h in hosts]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda hc: self.text(*hc), pairs))
+        self.unknown.clear()
+
+
+def build(lab: Lab, topo: Topology, commands: Commands, source: str = "live") -> Map:
+    """The map of `lab` on the cluster `commands` reads (live, or a replayed bundle)."""
+    c = _Cluster(lab, topo, commands)
+    c.prefetch()
+    listed = c.output("pause-sandboxes", "pods")
     pods = parse.pods(listed) if listed is not None else []
-    registered = output("node-registered", "output")
-    nodes = [_node(h, topo, pods, src, read, output) for h in topo.hosts]
+    registered = c.output("node-registered", "output")
+    nodes = [_node(c, h, pods) for h in topo.hosts]
     if registered is not None:
         listed_nodes = {n.name: n for n in parse.nodes(registered)}
         for node in nodes:
             found = listed_nodes.get(node.name)
             node.status = found.status if found else "not a node"
             if "Ready" not in node.status.split(","):
-                node.fault = Fault(node.status, src.owner("node-registered"))
-    services = _services(lab, topo, pods, src, output)
-    volumes = _volumes(lab, topo, nodes, src, read, listed is not None)
-    return Map(lab.id, lab.title, source, nodes, services, volumes, read.unknown)
+                node.fault = Fault(node.status, c.owner("node-registered"))
+    services = _services(c, pods)
+    volumes = _volumes(c, nodes, pods_known=listed is not None)
+    return Map(lab.id, lab.title, source, nodes, services, volumes, c.unknown)
 
 
-def _node(host, topo, pods, src, read, output) -> Node:
+def _node(c: _Cluster, host: Host, pods: list[parse.Pod]) -> Node:
     node = Node(host.name, host.node_ip, host.role)
-    containers = output("pause-sandboxes", "containers", host.name)
-    links = read.text(host.name, LINKS)
+    containers = c.output("pause-sandboxes", "containers", host.name)
+    links = c.text(host.name, LINKS)
     veths = []
     if links is not None:
         bridge = next((x for x in parse.links(links) if x.name == WEAVE_BRIDGE), None)
@@ -292,9 +293,9 @@ def _node(host, topo, pods, src, read, output) -> Node:
             continue
         pod = Pod(p.namespace, p.name, p.ip, p.status, p.ready, p.node)
         if not p.is_ready:
-            pod.fault = Fault(f"{p.status} {p.ready}", _pod_owner(src, p.namespace, p.name))
+            pod.fault = Fault(f"{p.status} {p.ready}", c.pod_owner(p.namespace, p.name))
         if containers is not None:
-            _sandbox(pod, parse.containers(containers), src)
+            _sandbox(c, pod, parse.containers(containers))
         if links is not None and pod.pause:
             # weave's CNI plugin names the host end vethwepl<first chars of the sandbox id>
             pod.veth = next(
@@ -302,51 +303,38 @@ def _node(host, topo, pods, src, read, output) -> Node:
                 "",
             )
         node.pods.append(pod)
-    conns = output("weave-connections", "output", host.name)
+    conns = c.output("weave-connections", "output", host.name)
     if conns is not None:
         node.peers = []
         listed = parse.weave_connections(conns)
-        for other in topo.hosts:
+        for other in c.topo.hosts:
             if other.name == host.name:
                 continue
-            c = parse.weave_connection_to(listed, other.node_ip)
-            state = c.state if c else "none"
+            w = parse.weave_connection_to(listed, other.node_ip)
+            state = w.state if w else "none"
             fault = None
             if state != "established":
-                why = c.reason if c and state != "pending" else "no UDP heartbeat"
-                fault = Fault(f"{state}: {why}", src.owner("weave-connections"))
-            node.peers.append(Peer(other.name, other.node_ip, state, c.path if c else "", fault))
+                why = w.reason if w and state != "pending" else "no UDP heartbeat"
+                fault = Fault(f"{state}: {why}", c.owner("weave-connections"))
+            node.peers.append(Peer(other.name, other.node_ip, state, w.path if w else "", fault))
     return node
 
 
-def _sandbox(pod: Pod, listed: list[parse.Container], src: _Sources) -> None:
+def _sandbox(c: _Cluster, pod: Pod, listed: list[parse.Container]) -> None:
     """The pod's pause sandbox and containers from the node's `docker ps`."""
     pauses = []
-    for c in listed:
-        k = parse.kubelet_name(c.name)
+    for x in listed:
+        k = parse.kubelet_name(x.name)
         if k is None or (k.pod, k.namespace) != (pod.name, pod.namespace):
             continue
         if k.container == "POD":
-            pauses.append(c)
+            pauses.append(x)
         else:
-            pod.containers.append(Container(k.container, c.id, c.up))
-    running = [c for c in pauses if c.up]
+            pod.containers.append(Container(k.container, x.id, x.up))
+    running = [x for x in pauses if x.up]
     pod.pause = running[0].id if running else ""
     if pod.status == "Running" and len(running) != 1 and pod.fault is None:
-        pod.fault = Fault(f"{len(running)} running pause sandboxes", src.owner("pause-sandboxes"))
-
-
-def _pod_owner(src: _Sources, namespace: str, name: str) -> str:
-    """The check that grades this pod's readiness, as the lab's data says."""
-    for check, a in _uses(src.lab, "pods-running"):
-        named = name == a["name"] if a.get("name") else name.startswith(a.get("prefix", ""))
-        if a["namespace"] == namespace and named:
-            return check.id
-    for kind in ("deployment-ready", "daemonset-ready"):
-        for check, a in _uses(src.lab, kind):
-            if name.startswith(f"{a['name']}-"):
-                return check.id
-    return ""
+        pod.fault = Fault(f"{len(running)} running pause sandboxes", c.owner("pause-sandboxes"))
 
 
 def _lab_objects(lab: Lab, topo: Topology, kind: str) -> list[tuple[dict, bool]]:
@@ -361,21 +349,24 @@ def _lab_objects(lab: Lab, topo: Topology, kind: str) -> list[tuple[dict, bool]]
     return found
 
 
-def _services(lab, topo, pods, src, output) -> list[Service]:
+def _services(c: _Cluster, pods: list[parse.Pod]) -> list[Service]:
     wanted = [(*DNS_SERVICE, False)] + [
         (o["metadata"].get("namespace", "default"), o["metadata"]["name"], optional)
-        for o, optional in _lab_objects(lab, topo, "Service")
+        for o, optional in _lab_objects(c.lab, c.topo, "Service")
     ]
-    listed_text = output("service-rules", "services")
+    listed_text = c.output("service-rules", "services")
     listed = {(s.namespace, s.name): s for s in parse.services(listed_text or "")}
-    owners = next((a.get("owners", {}) for _, a in _uses(lab, "service-rules")), {})
-    rules_owner = src.owner("service-rules")
-    nat = {h.name: output("service-rules", "rules", h.name) for h in topo.hosts}
-    filt = {h.name: output("service-rules", "rejects", h.name) for h in topo.hosts}
+    owners = next((a.get("owners", {}) for _, a in _uses(c.lab, "service-rules")), {})
+    tables = {
+        h.name: (
+            c.output("service-rules", "rules", h.name),
+            c.output("service-rules", "rejects", h.name),
+        )
+        for h in c.topo.hosts
+    }
     found = []
     for ns, name, optional in wanted:
-        ref = f"{ns}/{name}"
-        owner = owners.get(ref, rules_owner)
+        owner = owners.get(f"{ns}/{name}", c.owner("service-rules"))
         svc = listed.get((ns, name))
         dns = f"{name}.{ns}.svc.{CLUSTER_DOMAIN}"
         if svc is None:
@@ -383,32 +374,34 @@ def _services(lab, topo, pods, src, output) -> list[Service]:
                 found.append(Service(ns, name, "", dns, [], Fault("not on the cluster", owner)))
             continue
         ports = [
-            _chain(svc, port, proto, topo, pods, nat, filt, owner, rules_owner)
+            _chain(c, pods, tables, (svc.cluster_ip, proto, port), owner)
             for port, proto in svc.ports
         ]
         found.append(Service(ns, name, svc.cluster_ip, dns, ports))
     return found
 
 
-def _chain(svc, port, proto, topo, pods, nat, filt, owner, rules_owner) -> ServicePort:
+def _chain(
+    c: _Cluster,
+    pods: list[parse.Pod],
+    tables: dict[str, tuple[str | None, str | None]],
+    key: tuple[str, str, int],
+    owner: str,
+) -> ServicePort:
     """ClusterIP:port -> KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP -> pod IP:port, as the nodes'
-    nat tables hold it; the chain is the same on every node (its name hashes the port)."""
-    key = (svc.cluster_ip, proto, port)
+    nat tables hold it (`tables`: each node's nat and filter rules); the chain is the same
+    on every node (its name hashes the port)."""
     chain, endpoints, nodes, missing, rejected = None, [], [], [], []
-    for host in topo.hosts:
-        text = nat[host.name]
-        if text is None:
+    for host in c.topo.hosts:
+        nat, filt = tables[host.name]
+        if nat is None:
             continue
+        rules = parse.service_rules(nat)
         jump = next(
-            (
-                r
-                for r in parse.service_rules(text)
-                if (r.ip, r.proto, r.port) == key and r.is_service_jump
-            ),
-            None,
+            (r for r in rules if (r.ip, r.proto, r.port) == key and r.is_service_jump), None
         )
         if jump is None:
-            rejects = parse.service_rules(filt[host.name] or "")
+            rejects = parse.service_rules(filt or "")
             if any((r.ip, r.proto, r.port) == key and r.target == "REJECT" for r in rejects):
                 rejected.append(host.name)
             else:
@@ -417,32 +410,34 @@ def _chain(svc, port, proto, topo, pods, nat, filt, owner, rules_owner) -> Servi
         nodes.append(host.name)
         if chain is None:
             chain = jump.target
-            for e in parse.service_endpoints(text).get(chain, []):
-                owners = [p for p in pods if p.ip == e.ip]
-                by_ip = [h.name for h in topo.hosts if h.node_ip == e.ip]
-                pod = owners[0] if len(owners) == 1 else None
-                where = pod.node if pod else (by_ip[0] if by_ip else "?")
-                endpoints.append(
-                    Endpoint(
-                        e.chain, e.ip, e.port, f"{pod.namespace}/{pod.name}" if pod else "", where
-                    )
-                )
+            endpoints = [_endpoint(c, pods, e) for e in parse.service_endpoints(nat).get(chain, [])]
     fault = None
     if rejected:
         fault = Fault(f"no ready endpoints: kube-proxy rejects it on {', '.join(rejected)}", owner)
     elif missing:
-        fault = Fault(f"no KUBE-SERVICES rule on {', '.join(missing)}", rules_owner)
+        fault = Fault(f"no KUBE-SERVICES rule on {', '.join(missing)}", c.owner("service-rules"))
     elif chain is not None and not endpoints:
         fault = Fault("no endpoints in its chain", owner)
+    _, proto, port = key
     return ServicePort(
         port, proto, chain or ("REJECT" if rejected else None), endpoints, nodes, fault
     )
 
 
-def _volumes(lab, topo, nodes, src, read, pods_known: bool) -> list[Volume]:
+def _endpoint(c: _Cluster, pods: list[parse.Pod], e: parse.ServiceEndpoint) -> Endpoint:
+    """The pod behind a KUBE-SEP chain, by its IP (a host-network IP names the node)."""
+    having = [p for p in pods if p.ip == e.ip]
+    if len(having) == 1:
+        pod = having[0]
+        return Endpoint(e.chain, e.ip, e.port, f"{pod.namespace}/{pod.name}", pod.node)
+    node = next((h.name for h in c.topo.hosts if h.node_ip == e.ip), "?")
+    return Endpoint(e.chain, e.ip, e.port, "", node)
+
+
+def _volumes(c: _Cluster, nodes: list[Node], pods_known: bool) -> list[Volume]:
     on_cluster = {p.ref: p for n in nodes for p in n.pods}
     found = []
-    for obj, _ in _lab_objects(lab, topo, "Pod"):
+    for obj, _ in _lab_objects(c.lab, c.topo, "Pod"):
         ns, name = obj["metadata"].get("namespace", "default"), obj["metadata"]["name"]
         ref = f"{ns}/{name}"
         spec = obj["spec"]
@@ -451,19 +446,19 @@ def _volumes(lab, topo, nodes, src, read, pods_known: bool) -> list[Volume]:
             if kind is None:
                 continue
             mounts = [
-                Mount(c["name"], m["mountPath"], bool(m.get("readOnly")))
-                for c in spec["containers"]
-                for m in c.get("volumeMounts", [])
+                Mount(x["name"], m["mountPath"], bool(m.get("readOnly")))
+                for x in spec["containers"]
+                for m in x.get("volumeMounts", [])
                 if m["name"] == v["name"]
             ]
             pod = on_cluster.get(ref)
             host_path = v["hostPath"]["path"] if kind == "hostPath" else ""
             vol = Volume(pod, ref, v["name"], kind, host_path, mounts)
             if pod is None and pods_known:
-                vol.missing = Fault("not on the cluster", _pod_owner(src, ns, name))
+                vol.missing = Fault("not on the cluster", c.pod_owner(ns, name))
             if pod and host_path:
                 # exit 1: the folder holds no line of text (an empty file is still news)
-                said = read.text(pod.node, f"grep -r . {shlex.quote(host_path)}", (0, 1))
+                said = c.text(pod.node, f"grep -r . {shlex.quote(host_path)}", (0, 1))
                 vol.files = said.splitlines() if said is not None else None
             found.append(vol)
     return found

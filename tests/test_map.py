@@ -251,6 +251,9 @@ def test_map_over_ssh_records_its_own_commands_and_replays_the_same(sshd, tmp_pa
     ran = {(e["host"], e["command"]) for e in index["commands"]}
     assert ("master", "ip -o -4 addr; ip -o link") in ran
     assert ("master", "no-kubectl get pod -A -o wide") in ran
+    # verify --replay of it grades the checks whose every command the map ran
+    assert {"net.pause", "net.weave-connections", "net.svc-iptables"} <= set(index["checks"])
+    assert "dns.curl" not in index["checks"]
     assert "bridge: no weave bridge" in live.output
     assert "- master: `no-kubectl get pod -A -o wide` exited 127:" in live.output
     replayed = CliRunner().invoke(main, ["map", "--replay", str(tmp_path / "rec")])

@@ -102,16 +102,6 @@ def _at_least(ctx: Context, p: dict) -> Outcome:
     return Outcome(value >= float(p["min"]), f"{what}: {shown}{unit} (need >= {p['min']}{unit})")
 
 
-def _addresses(text: str) -> list[tuple[str, ipaddress.IPv4Interface]]:
-    """`ip -o -4 addr`: (interface, address/prefix) pairs."""
-    found = []
-    for line in text.splitlines():
-        m = re.match(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", line.strip())
-        if m:
-            found.append((m.group(1).split("@")[0], ipaddress.IPv4Interface(m.group(2))))
-    return found
-
-
 def _routes(text: str) -> list[tuple[str, str, str]]:
     """`ip -o -4 route`: (destination, device, line)."""
     found = []
@@ -124,30 +114,20 @@ def _routes(text: str) -> list[tuple[str, str, str]]:
     return found
 
 
-def _links(text: str) -> dict[str, str]:
-    """`ip -o link`: interface -> MAC."""
-    macs = {}
-    for line in text.splitlines():
-        m = re.match(r"^\d+:\s+([^:]+):.*\slink/\S+\s+([0-9a-f:]{17})", line.strip())
-        if m:
-            macs[m.group(1).split("@")[0]] = m.group(2)
-    return macs
-
-
 @_kind("node-ip-present", ("addrs",))
 def _node_ip_present(ctx: Context, p: dict) -> Outcome:
     """The host's node_ip (from the topology) is an address of one of its interfaces."""
     want = ctx.host.node_ip
-    for dev, addr in _addresses(ctx.text(p["addrs"])):
+    for dev, addr in parse.addresses(ctx.text(p["addrs"])):
         if str(addr.ip) == want:
             return Outcome(True, f"{want} on {dev} ({addr})")
-    have = ", ".join(f"{d} {a}" for d, a in _addresses(ctx.text(p["addrs"]))) or "none"
+    have = ", ".join(f"{d} {a}" for d, a in parse.addresses(ctx.text(p["addrs"]))) or "none"
     return Outcome(False, f"node_ip {want} is not on this host (addresses: {have})")
 
 
 def _default_route_addresses(addrs: str, routes: str) -> list[str]:
     devs = {dev for dst, dev, _ in _routes(routes) if dst == "default"}
-    return [str(a.ip) for dev, a in _addresses(addrs) if dev in devs]
+    return [str(a.ip) for dev, a in parse.addresses(addrs) if dev in devs]
 
 
 @_kind("not-shared-nat", ("addrs", "routes"), (), ("address",))
@@ -200,7 +180,7 @@ def _subnets_clear(ctx: Context, p: dict) -> Outcome:
         "kube_service_subnet": ipaddress.IPv4Network(topo.kube_service_subnet),
     }
     checked = 0
-    for dev, addr in _addresses(ctx.text(p["addrs"])):
+    for dev, addr in parse.addresses(ctx.text(p["addrs"])):
         if CLUSTER_INTERFACES.match(dev) or addr.ip.is_loopback:
             continue
         checked += 1
@@ -247,8 +227,8 @@ _VALUES: dict[str, Callable[[str, Context], str]] = {
 
 def _node_ip_mac(text: str, ctx: Context) -> str:
     """From `ip -o -4 addr; ip -o link`: the MAC of the interface holding node_ip."""
-    macs = _links(text)
-    for dev, addr in _addresses(text):
+    macs = {link.name: link.mac for link in parse.links(text)}
+    for dev, addr in parse.addresses(text):
         if str(addr.ip) == ctx.host.node_ip:
             return macs.get(dev, "")
     return ""

@@ -125,6 +125,8 @@ def test_labs_render_and_replay_work_from_the_wheel(installed, tmp_path):
         tar.add(tmp_path / "bundle", arcname="bundle")
     graded = _run(labctl, "verify", "--replay", tmp_path / "bundle.tgz", cwd=work)
     assert re.search(r"ch09: (\d+) results - \1 passed, 0 failed", graded.stdout), graded.stdout
+    mapped = _run(labctl, "map", "--replay", tmp_path / "bundle.tgz", cwd=work)
+    assert "master" in mapped.stdout and "slave2" in mapped.stdout, mapped.stdout
 
     doctor = _run(labctl, "doctor", "--help", cwd=work)
     assert "Example:" in doctor.stdout

@@ -156,3 +156,18 @@ def test_no_labs_found_is_an_error(installed):
         shutil.move(site / "labs.away", site / "labs")
     assert r.returncode == 2
     assert r.stderr.startswith("Error: no labs found (looked in ")
+
+
+def test_every_package_of_k8slab_is_in_the_wheel_list():
+    # pyproject.toml lists packages by hand (labs/, templates/, manifests/ are mapped in);
+    # a new subpackage left out works from the clone and breaks only installed copies.
+    import tomllib
+
+    listed = set(
+        tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(REPO_ROOT).parts)
+        for p in (REPO_ROOT / "k8slab").rglob("__init__.py")
+    }
+    assert found <= listed, sorted(found - listed)

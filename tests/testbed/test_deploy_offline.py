@@ -4,7 +4,6 @@ First run converges, second run changes nothing, a reboot keeps the settings, a 
 down makes the run fail naming it, and once it is back a re-run converges.
 """
 
-import hashlib
 import io
 import json
 import re
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from . import bed
+from . import artifacts, bed
 
 pytestmark = pytest.mark.testbed
 
@@ -118,35 +117,6 @@ def test_second_run_changes_nothing(testbed, first_run):
     assert total["success"] == "-" and total["error"] == "-", total
 
 
-def loadable_archive(path: Path, tag: str) -> Path:
-    """A `docker save` archive Docker really loads: one layer, the bed's busybox root (made
-    here from Debian's busybox, no registry)."""
-    layer = bed.busybox_tar().read_bytes()
-    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Cmd": ["/bin/sh"]},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        }
-    ).encode()
-    config_name = hashlib.sha256(config).hexdigest() + ".json"
-    manifest = json.dumps(
-        [{"Config": config_name, "RepoTags": [tag], "Layers": ["layer/layer.tar"]}]
-    ).encode()
-    with tarfile.open(path, "w") as tar:
-        for name, data in (
-            ("layer/layer.tar", layer),
-            (config_name, config),
-            ("manifest.json", manifest),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def images_phase(testbed, folder: Path) -> subprocess.CompletedProcess:
     """`pyinfra deploys/images.py` with the bed's topology plus image_archives: folder."""
     topo = yaml.safe_load(Path(testbed.config).read_text())
@@ -170,7 +140,9 @@ def test_image_archives_stream_into_docker_without_a_copy_on_disk(testbed, first
     for h in NODES:
         testbed.ssh(h, f"docker rmi -f {tag} >/dev/null 2>&1; true")
     (tmp_path / "images").mkdir()
-    archive = loadable_archive(tmp_path / "images" / "streamed.tar", tag)
+    archive = artifacts.docker_save(
+        tmp_path / "images" / "streamed.tar", tag, bed.busybox_tar(), ["/bin/sh"]
+    )
     r = images_phase(testbed, tmp_path / "images")
     assert r.returncode == 0, r.output[-5000:]
     assert f"docker load {tag} (streamed from {archive})" in r.output
@@ -194,7 +166,7 @@ def test_labctl_apply_streams_an_archive_a_node_lacks(testbed, first_run, tmp_pa
     tag = "k8s-lab-test/applied:1"
     testbed.ssh("slave1", f"docker rmi -f {tag} >/dev/null 2>&1; true")
     (tmp_path / "images").mkdir()
-    loadable_archive(tmp_path / "images" / "applied.tar", tag)
+    artifacts.docker_save(tmp_path / "images" / "applied.tar", tag, bed.busybox_tar(), ["/bin/sh"])
     raw = yaml.safe_load(Path(testbed.config).read_text())
     raw["image_archives"] = str(tmp_path / "images")
     (tmp_path / "lab.yaml").write_text(yaml.safe_dump(raw))

@@ -16,6 +16,7 @@ from k8slab.cli import (
     machines_cmd,
     reset_cmd,
     status_cmd,
+    vagrant_cmd,
     verify_cmd,
 )
 from k8slab.cli.common import State
@@ -76,5 +77,6 @@ for command in (
     reset_cmd.reset,
     status_cmd.status,
     machines_cmd.machines,
+    vagrant_cmd.vagrant,
 ):
     main.add_command(command)

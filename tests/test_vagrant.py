@@ -87,6 +87,7 @@ def test_libvirt_validates_its_provider_block(tmp_path, topology):
     run, shown = vagrant(tmp_path, path, "validate", provider="libvirt")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Vagrantfile validated successfully." in run.stdout
+    assert "Ignoring provider config" not in run.stdout  # libvirt's own checks ran
     expected = {vm.name: vm for vm in vg.plan(load(path)).vms}
     assert {vm for vm, p in shown if p == "libvirt"} == set(expected)
     for name, vm in expected.items():

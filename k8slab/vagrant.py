@@ -11,13 +11,11 @@ so a file Vagrant accepts is one labctl and the deploy accept too::
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -192,9 +190,12 @@ def write_ssh(path: Path, details: Mapping[str, SSH]) -> list[str]:
     """Set ssh_host, ssh_port and ssh_key of the named hosts in the topology file, keeping
     the rest of it (comments, order) as written; returns the hosts whose values changed.
     Several VMs' triggers write at once (vagrant-libvirt brings them up in parallel), so the
-    read-edit-replace holds a lock."""
-    with _locked(path):
-        text = path.read_text(encoding="utf-8")
+    file is read, edited and rewritten under a lock on itself."""
+    import fcntl
+
+    with open(path, "r+", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        text = f.read()
         new = set_host_keys(text, path, details)
         topo = parse(parse_yaml(new.encode(), path), path, check_files=False)
         wrong = [
@@ -206,26 +207,11 @@ def write_ssh(path: Path, details: Mapping[str, SSH]) -> list[str]:
         if wrong:
             raise VagrantError(f"{path}: could not set the SSH keys of {', '.join(wrong)}")
         old = parse(parse_yaml(text.encode(), path), path, check_files=False)
-        changed = [n for n in details if old.host(n) != topo.host(n)]
         if new != text:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(new)
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-            os.replace(tmp, path)
-        return changed
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    import fcntl
-
-    with open(path.parent / f".{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            f.seek(0)
+            f.write(new)
+            f.truncate()
+        return [n for n in details if old.host(n) != topo.host(n)]
 
 
 def set_host_keys(text: str, path: Path, details: Mapping[str, SSH]) -> str:

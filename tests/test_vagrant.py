@@ -378,3 +378,33 @@ def test_the_vagrantfile_runs_the_command_after_up_and_reload():
     text = (ROOT / "Vagrantfile").read_text()
     assert "node.trigger.after :up, :reload do |t|" in text
     assert 'labctl("vagrant", "ssh-config", vm["name"])' in text
+
+
+def test_vms_writing_at_once_lose_no_host(tmp_path, monkeypatch):
+    # vagrant-libvirt brings the VMs up in parallel, each trigger writing its own host: three
+    # processes that each take 0.3 s between reading and writing the file
+    import multiprocessing
+    import time
+
+    topology = tmp_path / "vagrant.yaml"
+    shutil.copy(SHIPPED, topology)
+    found = vg.parse_ssh_config((MADE_HERE / "vagrant-ssh-config.libvirt.txt").read_text())
+    edit = vg.set_host_keys
+
+    def slow(*args):
+        time.sleep(0.3)
+        return edit(*args)
+
+    monkeypatch.setattr(vg, "set_host_keys", slow)
+    fork = multiprocessing.get_context("fork")
+    writers = [fork.Process(target=vg.write_ssh, args=(topology, {n: s})) for n, s in found.items()]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(10)
+    assert [w.exitcode for w in writers] == [0, 0, 0]
+    assert {h.name: h.ssh_host for h in load(topology).hosts} == {
+        "master": "192.168.121.57",
+        "slave1": "192.168.121.112",
+        "slave2": "192.168.121.203",
+    }

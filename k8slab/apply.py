@@ -69,9 +69,16 @@ def load_archives(topo: Topology, fleet: Fleet, hosts: list[Host], say: Say) -> 
         if not r.ok:
             raise ApplyError(f"{host.name}: cannot list Docker's images: {_said(r)}")
         todo = archives.to_load(wanted, r.stdout.split())
+        sudo = archives.sudo_prefix(host.ssh_user, fleet.sudo_password)
         for archive in todo:
-            remote = f"{REMOTE_DIR}/images/{archives.remote_name(archive)}"
             say(f"{host.name}: docker load {Path(archive['path']).name} ...")
+            if sudo is not None:  # streamed, as the deploy does
+                try:
+                    archives.stream_load(fleet.client(host.name), archive["path"], sudo)
+                except archives.LoadError as e:
+                    raise ApplyError(f"{host.name}: {e}") from None
+                continue
+            remote = f"{REMOTE_DIR}/images/{archives.remote_name(archive)}"
             fleet.put_file(host.name, Path(archive["path"]), remote)
             r = fleet.run(host.name, f"sudo {archives.load_command(remote)}", timeout=900)
             if not r.ok:

@@ -120,6 +120,21 @@ class DockerImageTags(_Lines):
         return f"{archives.TAGS_COMMAND} 2>/dev/null || true"
 
 
+class KubeadmPauseImage(FactBase):
+    """The pause image kubeadm pulls for its own version and the given image repository
+    (registry.k8s.io/pause:3.10.1), or None without kubeadm. Offline-safe: an explicit
+    --kubernetes-version makes kubeadm ask nobody."""
+
+    def command(self, repository: str) -> str:
+        return (
+            "v=$(kubeadm version -o short 2>/dev/null) && kubeadm config images list "
+            f'--kubernetes-version "$v" --image-repository {repository} 2>/dev/null || true'
+        )
+
+    def process(self, output):
+        return next((line.strip() for line in output if "/pause:" in line), None)
+
+
 class KubeadmVersion(FactBase):
     """`kubeadm version -o short` (v1.35.2), or None when kubeadm is not installed."""
 

@@ -242,7 +242,7 @@ def _templated(n: Any) -> bool:
 
 
 def _render_strings(node: Any, context: dict) -> Any:
-    """Every string of a lab rendered as a Jinja template (StrictUndefined; one trailing
+    """Every string of a lab (keys too) rendered as a Jinja template (StrictUndefined; one trailing
     newline dropped, as Jinja does). When every template is a plain `{{ name }}`, no Jinja
     is needed at all: importing and compiling it was most of `labctl labs`' time."""
     found: list[str] = []
@@ -254,7 +254,9 @@ def _render_strings(node: Any, context: dict) -> Any:
             for x in n:
                 collect(x)
         elif isinstance(n, dict):
-            for x in n.values():
+            # keys too: service-rules' owners are keyed "{{ namespace }}/simple-app-svc"
+            for k, x in n.items():
+                collect(k)
                 collect(x)
 
     collect(node)
@@ -279,7 +281,7 @@ def _render_strings(node: Any, context: dict) -> Any:
         if isinstance(n, list):
             return [put(x) for x in n]
         if isinstance(n, dict):
-            return {k: put(v) for k, v in n.items()}
+            return {put(k): put(v) for k, v in n.items()}  # key first, as collected
         return n
 
     return put(node)

@@ -38,9 +38,17 @@ class ResetError(RuntimeError):
 class Removed:
     host: str
     lines: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
 
-    def add(self, line: str) -> None:
+    def add(self, line: str, kind: str = "", count: int = 1) -> None:
         self.lines.append(line)
+        if kind:
+            self.counts[kind] = self.counts.get(kind, 0) + count
+
+    def summary(self) -> str:
+        """One line: what happened to kubeadm, then how many of each thing went."""
+        said = [f"{n} {kind}{'' if n == 1 else 's'}" for kind, n in self.counts.items()]
+        return self.lines[0] + (f"; removed {', '.join(said)}" if said else "")
 
 
 def _must(run: Run, host: str, cmd: str) -> Result:
@@ -88,7 +96,7 @@ def reset_host(run: Run, host: str) -> Removed:
         'if [ -e "$f" ]; then rm -rf "$f" && echo "$f"; fi; done\'',
     )
     for path in files.stdout.split():
-        done.add(f"removed {path}")
+        done.add(f"removed {path}", "file")
 
     links = _must(run, host, "ip -o link show").stdout
     for line in links.splitlines():
@@ -97,7 +105,7 @@ def reset_host(run: Run, host: str) -> Removed:
             # deleting weave can take datapath/vethwe with it: "cannot find device" is fine
             r = run(host, f"sudo ip link del {shlex.quote(m.group(1))}")
             if r.ok:
-                done.add(f"deleted link {m.group(1)}")
+                done.add(f"deleted link {m.group(1)}", "link")
 
     for tool in IPTABLES:
         if not run(host, f"{PATH}; command -v {tool}").ok:
@@ -109,11 +117,13 @@ def reset_host(run: Run, host: str) -> Removed:
             jumps, chains = plan_iptables(listed.stdout)
             for rule in jumps:
                 _must(run, host, f"{PATH}; sudo {tool} -t {table} {rule}")
-                done.add(f"{tool} -t {table} {rule}")
+                done.add(f"{tool} -t {table} {rule}", "iptables rule")
             for chain in chains:
                 _must(run, host, f"{PATH}; sudo {tool} -t {table} -F {chain}")
             for chain in chains:
                 _must(run, host, f"{PATH}; sudo {tool} -t {table} -X {chain}")
             if chains:
-                done.add(f"{tool} -t {table}: deleted chains {', '.join(chains)}")
+                done.add(
+                    f"{tool} -t {table}: deleted chains {', '.join(chains)}", "chain", len(chains)
+                )
     return done

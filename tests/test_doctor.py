@@ -387,7 +387,11 @@ def test_shared_virtualbox_nat_address_as_node_ip_warns(tmp_path):
         "warning: 10.0.2.15 is the default-route address of master, slave1, slave2: that is "
         "VirtualBox's NAT address"
     )
-    assert evidence[("node-ip", "slave1")].startswith("node_ip 192.168.56.11 is not a shared NAT")
+    assert evidence[("node-ip", "slave1")].startswith(
+        "node_ip 192.168.56.11 is not a shared NAT address; the default route leaves by "
+        "10.0.2.15, VirtualBox's NAT address on master, slave1, slave2, which the deploy never "
+        "uses"
+    )
     table = run("doctor", "--replay", str(tmp_path / "b"))
     assert "1 of the passes carry a warning" in table.output
 

@@ -125,6 +125,9 @@ def test_cri_dockerd_units_listen_where_kubeadm_is_told():
     assert "ListenStream=/run/cri-dockerd.sock" in socket
     assert MASTER["kube_cri_socket"] == "unix:///var/run/cri-dockerd.sock"
     assert "ExecStart=/usr/local/bin/cri-dockerd --container-runtime-endpoint fd://" in service
+    # the deploy writes kubeadm's pause image there once kubeadm is installed
+    assert "EnvironmentFile=-/etc/default/cri-dockerd" in service
+    assert service.split("ExecStart=", 1)[1].splitlines()[0].endswith(" $SANDBOX_ARGS")
 
 
 def test_a_missing_value_is_an_error_not_an_empty_string():

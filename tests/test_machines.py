@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import COURSE_TOPOLOGY, course_topology
 
-from k8slab.machines import MachinesError, host, manage, spec
+from k8slab.machines import MachinesError, host, manage, nspawn, spec
 from k8slab.topology import load
 
 LABCTL = str(Path(sys.executable).with_name("labctl"))
@@ -104,6 +104,42 @@ def test_an_edited_topology_is_kept_unless_the_user_agrees(tmp_path, monkeypatch
     assert "allow_cgroup_v1: false" in c.topology.read_text()  # cgroup v2 host
 
 
+def test_the_virtualbox_shape_puts_the_default_route_on_a_nat_interface(tmp_path, monkeypatch):
+    monkeypatch.setattr(spec, "STATE_ROOT", tmp_path / "state")
+    c = spec.from_topology(load(COURSE_TOPOLOGY), "vbox", "192.168.56.0/24").but(offline=True)
+    needs = host.Needs(False, False, False, False, (), False)
+
+    def network_files(c: spec.Cluster) -> dict[str, str]:
+        root = nspawn.root_of(c, "slave1")
+        (root / "etc/apt/apt.conf.d").mkdir(parents=True, exist_ok=True)
+        (root / "etc/passwd").write_text("gurumee:x:1000:1000::/home/gurumee:/bin/sh\n")
+        (root / "home/gurumee/.ssh").mkdir(parents=True, exist_ok=True)
+        nspawn.user_key(c)
+        nspawn.configure(c, c.machine("slave1"), needs)
+        return {p.name: p.read_text() for p in (root / "etc/systemd/network").iterdir()}
+
+    plain = network_files(c)
+    assert list(plain) == ["80-container-host0.network"]
+    assert "Address=192.168.56.4/24" in plain["80-container-host0.network"]
+    assert "Destination=0.0.0.0/0" in plain["80-container-host0.network"]
+    assert not any(
+        a.startswith("--network-veth-extra") for a in nspawn.nspawn_argv(c, c.machines[1], needs)
+    )
+
+    vbox = c.but(nat_nic=True)
+    files = network_files(vbox)
+    host0, nat0 = files["80-container-host0.network"], files["81-container-nat0.network"]
+    assert "Address=192.168.56.4/24" in host0 and "[Route]" not in host0
+    assert "Name=nat0" in nat0
+    assert "Address=10.0.2.15/24" in nat0 and "Gateway=10.0.2.2" in nat0
+    assert "--network-veth-extra=nat-vbox-1:nat0" in nspawn.nspawn_argv(
+        vbox, vbox.machines[1], needs
+    )
+    assert len(vbox.nat_link("slave1")) <= 15
+    # back to one interface at the next boot
+    assert list(network_files(c)) == ["80-container-host0.network"]
+
+
 def labctl(tmp_path: Path, *args: str, user: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
     env["K8SLAB_MACHINES_STATE"] = str(tmp_path / "state")
@@ -127,6 +163,12 @@ def labctl(tmp_path: Path, *args: str, user: str | None = None) -> subprocess.Co
         (("ssh", "--cluster", "nosuch", "master"), "Error: no machines cluster 'nosuch'"),
         (("up", "--cluster", "Bad_Name"), "Error: cluster name 'Bad_Name': use 1 to 8"),
         (("up", "--subnet", "10.0.0.0/16"), "Error: --subnet 10.0.0.0/16: give an IPv4 /24"),
+        (("up", "--nat-nic"), "Error: --nat-nic needs --offline: the NAT-like interface"),
+        (
+            ("up", "--nat-nic", "--offline"),
+            "Error: --nat-nic: the machines' 10.0.2.0/24 is the NAT's own 10.0.2.0/24, as "
+            "VirtualBox's host-only network cannot be: give --subnet 192.168.56.0/24",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_makes_nothing(tmp_path, args, says):

@@ -110,6 +110,8 @@ class Replay:
     may also be the bundle's .tgz (or .tar.gz, .tar): it is unpacked to a temporary folder."""
 
     def __init__(self, directory: Path):
+        if not directory.exists():
+            raise BundleError(f"{directory}: no such bundle (a folder or .tgz from --record)")
         if directory.is_file():
             self._unpacked = tempfile.TemporaryDirectory(prefix="k8s-lab-bundle-")
             directory = _unpack(directory, Path(self._unpacked.name))

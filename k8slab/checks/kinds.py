@@ -128,11 +128,13 @@ def _pause_sandboxes(ctx: Context, p: dict) -> Outcome:
     running = [c for c in parse.containers(ctx.text(p["containers"])) if c.up]
     example = ""
     for pod in here:
-        prefix = f"k8s_POD_{pod.name}_{pod.namespace}_"
-        found = [c for c in running if c.name.startswith(prefix)]
+        pause = parse.KubeletName("POD", pod.name, pod.namespace)
+        found = [c for c in running if parse.kubelet_name(c.name) == pause]
         if len(found) != 1:
             return Outcome(
-                False, f"{pod.namespace}/{pod.name}: {len(found)} running {prefix}* containers"
+                False,
+                f"{pod.namespace}/{pod.name}: {len(found)} running "
+                f"k8s_POD_{pod.name}_{pod.namespace}_* containers",
             )
         example = example or found[0].line
     return Outcome(True, f"{len(here)} pods, one pause each, e.g. {example}")
@@ -479,48 +481,29 @@ def _node_registered(ctx: Context, p: dict) -> Outcome:
     return Outcome(True, node.line)
 
 
-# `curl 127.0.0.1:6784/status/connections`: "-> 10.0.2.4:6783  established fastdp
-# 5a:..(slave1) mtu=1376"; failed/retrying targets carry the error instead of a peer.
-_WEAVE_CONNECTION = re.compile(r"^(?:->|<-)\s+(\S+)\s+(\S+)\s*(.*)$")
-_STATE_ORDER = ("established", "pending", "retrying", "connecting", "failed")
-
-
 @_kind("weave-connections", ("output",))
 def _weave_connections(ctx: Context, p: dict) -> Outcome:
     """Weave's router (its /status/connections page) holds an established connection to
     every other host's node_ip; the evidence names the data path (fastdp or sleeve), and
     pending or failed connections come with weave's own reason."""
-    conns: dict[str, list[tuple[str, str]]] = {}
-    for line in ctx.text(p["output"]).splitlines():
-        m = _WEAVE_CONNECTION.match(line.strip())
-        if m:
-            ip = m.group(1).rpartition(":")[0]
-            conns.setdefault(ip, []).append((m.group(2), " ".join(m.group(3).split())))
+    conns = parse.weave_connections(ctx.text(p["output"]))
     good, bad = [], []
     for other in ctx.topology.hosts:
         if other.name == ctx.host.name:
             continue
-        seen = sorted(
-            conns.get(other.node_ip, []),
-            key=lambda c: _STATE_ORDER.index(c[0]) if c[0] in _STATE_ORDER else 99,
-        )
+        best = parse.weave_connection_to(conns, other.node_ip)
         who = f"{other.name} ({other.node_ip})"
-        if not seen:
+        if best is None:
             bad.append(f"{who}: no connection")
-            continue
-        state, info = seen[0]
-        words = [w for w in info.split() if w not in ("encrypted", "unencrypted")]
-        path = words[0] if words and words[0] in ("fastdp", "sleeve") else ""
-        mtu = next((w for w in words if w.startswith("mtu=")), "")
-        if state == "established":
-            good.append(f"{who} established {path} {mtu}".strip())
-        elif state == "pending":
+        elif best.state == "established":
+            good.append(f"{who} established {best.path} {best.mtu}".strip())
+        elif best.state == "pending":
             bad.append(
                 f"{who}: pending (TCP is up, weave has no UDP heartbeat yet: "
-                f"{path or 'no data path'})"
+                f"{best.path or 'no data path'})"
             )
         else:
-            bad.append(f"{who}: {state}: {info.split(', retry:')[0] or 'no reason given'}")
+            bad.append(f"{who}: {best.state}: {best.reason}")
     if bad:
         return Outcome(False, "; ".join(bad + good))
     return Outcome(True, "; ".join(good))

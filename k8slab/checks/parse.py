@@ -6,6 +6,7 @@ than JSON, so the course's own outputs are the test fixtures. Unknown lines are 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from collections.abc import Iterator
@@ -120,20 +121,39 @@ def nodes(text: str) -> list[Node]:
 
 @dataclass(frozen=True)
 class Container:
+    id: str
     name: str
     up: bool
     line: str
 
 
 def containers(text: str) -> list[Container]:
-    """`docker ps`: NAMES is the last column; STATUS starts with "Up" while running."""
+    """`docker ps`: CONTAINER ID first, NAMES last; STATUS starts with "Up" while running."""
     found = []
     for line in text.splitlines():
         fields = line.split()
         if len(fields) < 2 or fields[0] == "CONTAINER":
             continue
-        found.append(Container(fields[-1], bool(re.search(r"\sUp\s", line)), line.strip()))
+        up = bool(re.search(r"\sUp\s", line))
+        found.append(Container(fields[0], fields[-1], up, line.strip()))
     return found
+
+
+@dataclass(frozen=True)
+class KubeletName:
+    """What a dockershim/cri-dockerd container name says: k8s_<container>_<pod>_<ns>_<uid>_<n>,
+    the container being POD for the pod's pause sandbox."""
+
+    container: str
+    pod: str
+    namespace: str
+
+
+def kubelet_name(name: str) -> KubeletName | None:
+    parts = name.split("_")
+    if len(parts) != 6 or parts[0] != "k8s":
+        return None
+    return KubeletName(parts[1], parts[2], parts[3])
 
 
 @dataclass(frozen=True)
@@ -254,4 +274,106 @@ def service_rules(text: str) -> list[ServiceRule]:
                     line.strip(),
                 )
             )
+    return found
+
+
+# `curl 127.0.0.1:6784/status/connections`: "-> 10.0.2.4:6783  established fastdp
+# 5a:..(slave1) mtu=1376"; failed/retrying targets carry the error instead of a peer.
+_WEAVE_CONNECTION = re.compile(r"^(?:->|<-)\s+(\S+)\s+(\S+)\s*(.*)$")
+_WEAVE_STATES = ("established", "pending", "retrying", "connecting", "failed")
+
+
+@dataclass(frozen=True)
+class WeaveConnection:
+    ip: str
+    state: str  # established, pending, retrying, connecting, failed
+    info: str  # the data path, peer and MTU; or weave's reason
+
+    @property
+    def path(self) -> str:
+        """fastdp or sleeve, "" when weave has none yet."""
+        words = [w for w in self.info.split() if w not in ("encrypted", "unencrypted")]
+        return words[0] if words and words[0] in ("fastdp", "sleeve") else ""
+
+    @property
+    def mtu(self) -> str:
+        return next((w for w in self.info.split() if w.startswith("mtu=")), "")
+
+    @property
+    def reason(self) -> str:
+        return self.info.split(", retry:")[0] or "no reason given"
+
+
+def weave_connections(text: str) -> list[WeaveConnection]:
+    """Weave's /status/connections page, one connection per line, either direction."""
+    found = []
+    for line in text.splitlines():
+        m = _WEAVE_CONNECTION.match(line.strip())
+        if m:
+            ip = m.group(1).rpartition(":")[0]
+            found.append(WeaveConnection(ip, m.group(2), " ".join(m.group(3).split())))
+    return found
+
+
+def weave_connection_to(conns: list[WeaveConnection], ip: str) -> WeaveConnection | None:
+    """The most advanced connection with `ip` (weave lists a retried one next to the one
+    that got established)."""
+    order = {s: i for i, s in enumerate(_WEAVE_STATES)}
+    mine = sorted((c for c in conns if c.ip == ip), key=lambda c: order.get(c.state, 99))
+    return mine[0] if mine else None
+
+
+def addresses(text: str) -> list[tuple[str, ipaddress.IPv4Interface]]:
+    """`ip -o -4 addr`: (interface, address/prefix) pairs."""
+    found = []
+    for line in text.splitlines():
+        m = re.match(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", line.strip())
+        if m:
+            found.append((m.group(1).split("@")[0], ipaddress.IPv4Interface(m.group(2))))
+    return found
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str  # without its "@peer" part
+    mac: str
+    master: str  # the bridge it is plugged into (weave), or ""
+    up: bool
+
+
+def links(text: str) -> list[Link]:
+    """`ip -o link`: each interface with its MAC, bridge and state."""
+    found = []
+    for line in text.splitlines():
+        m = re.match(r"^\d+:\s+([^:]+):.*\slink/\S+\s+([0-9a-f:]{17})", line.strip())
+        if m:
+            master = re.search(r"\smaster\s+(\S+)", line)
+            up = re.search(r"\sstate\s+(UP|UNKNOWN)\s", line) is not None
+            found.append(
+                Link(m.group(1).split("@")[0], m.group(2), master.group(1) if master else "", up)
+            )
+    return found
+
+
+@dataclass(frozen=True)
+class ServiceEndpoint:
+    chain: str  # KUBE-SEP-...
+    ip: str
+    port: int
+
+
+def service_endpoints(text: str) -> dict[str, list[ServiceEndpoint]]:
+    """From `iptables -S -t nat`: each KUBE-SVC-... chain's KUBE-SEP-... jumps, in rule
+    order, with the pod IP:port the KUBE-SEP chain DNATs to."""
+    dnat = {}
+    for _, words in iptables_rules(text, "-A KUBE-SEP-"):
+        if "--to-destination" in words[:-1]:
+            ip, _, port = words[words.index("--to-destination") + 1].rpartition(":")
+            if port.isdigit():
+                dnat[words[1]] = (ip, int(port))
+    found: dict[str, list[ServiceEndpoint]] = {}
+    for _, words in iptables_rules(text, "-A KUBE-SVC-"):
+        target = words[words.index("-j") + 1] if "-j" in words[:-1] else ""
+        if target in dnat:
+            found.setdefault(words[1], []).append(ServiceEndpoint(target, *dnat[target]))
     return found

@@ -14,6 +14,7 @@ from k8slab.cli import (
     doctor_cmd,
     labs_cmd,
     machines_cmd,
+    map_cmd,
     reset_cmd,
     status_cmd,
     vagrant_cmd,
@@ -76,6 +77,7 @@ for command in (
     doctor_cmd.doctor,
     reset_cmd.reset,
     status_cmd.status,
+    map_cmd.map_,
     machines_cmd.machines,
     vagrant_cmd.vagrant,
 ):

@@ -63,6 +63,13 @@ def machines() -> None:
     "on this host. Use mirrors and image archives (docs/offline.md).",
 )
 @click.option(
+    "--nat-nic",
+    is_flag=True,
+    help="VirtualBox's shape, with --offline: each machine also gets an interface with "
+    "10.0.2.15 and the default route, as a NAT adapter gives every VM; node IPs go on "
+    "the bridge (use --subnet 192.168.56.0/24). Shows the deploy keeps to node_ip.",
+)
+@click.option(
     "--subnet",
     metavar="CIDR",
     help="Put the machines in this /24 instead of the topology's (a second cluster).",
@@ -76,7 +83,9 @@ def machines() -> None:
 @click.option("--yes", "-y", is_flag=True, help="Replace an edited topology file without asking.")
 @click.pass_obj
 @one_line_errors
-def up(state: State, cluster: str, offline: bool, subnet, mirror, dns, yes: bool) -> None:
+def up(
+    state: State, cluster: str, offline: bool, nat_nic: bool, subnet, mirror, dns, yes: bool
+) -> None:
     """Make and boot one machine per host of the topology file, at its node_ip, with its
     ssh_user (NOPASSWD sudo) and a key made for the lab; write the topology file the
     deploy and labctl then read, and say where. Running it again is safe: running machines are left
@@ -99,8 +108,8 @@ def up(state: State, cluster: str, offline: bool, subnet, mirror, dns, yes: bool
 
     try:
         done = manage.up(
-            topo, cluster, offline=offline, subnet=subnet, mirror=mirror, dns=dns, say=_say,
-            ask=ask,
+            topo, cluster, offline=offline, nat_nic=nat_nic, subnet=subnet, mirror=mirror,
+            dns=dns, say=_say, ask=ask,
         )  # fmt: skip
     except manage.HostProblems as e:
         for line in e.lines[:-1]:
@@ -108,6 +117,8 @@ def up(state: State, cluster: str, offline: bool, subnet, mirror, dns, yes: bool
         raise UsageError(e.lines[-1]) from None
     c = done.cluster
     mode = "offline: apt through this host's proxy" if c.offline else "online: NAT via this host"
+    if c.nat_nic:
+        mode += "; default route on a NAT-like 10.0.2.15 each"
     if done.changed:
         click.echo(f"{len(c.machines)} machines up in {done.seconds:.1f} s ({mode})")
     else:

@@ -11,14 +11,15 @@ from k8slab.cli.common import State, confirm, one_line_errors
 
 @click.command()
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--verbose", "-v", is_flag=True, help="A line per removed file, link, rule, chain.")
 @click.pass_obj
 @one_line_errors
-def reset(state: State, yes: bool) -> None:
+def reset(state: State, yes: bool, verbose: bool) -> None:
     """Undo kubeadm on every node: `kubeadm reset -f` (with cri-dockerd's socket), Weave's
     CNI config, /var/lib/weave, the weave/datapath/vethwe-* links, and only the KUBE-* and
     WEAVE-* iptables chains with the rules jumping to them. Other rules stay. The admin
     kubeconfig copy (~/.kube/config) is left alone. Asks first; without a terminal, only
-    --yes goes ahead.
+    --yes goes ahead. Says one line per host (how many of each went); -v lists each.
 
     \b
     Example:
@@ -41,6 +42,6 @@ def reset(state: State, yes: bool) -> None:
         except lib.ResetError as e:
             raise click.ClickException(str(e)) from None
     for done in results:
-        for line in done.lines:
+        for line in done.lines if verbose else [done.summary()]:
             click.echo(f"{done.host}: {line}")
     click.echo(f"reset {names}; ~/.kube/config left as it was (remove it yourself if unwanted)")

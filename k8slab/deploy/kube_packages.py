@@ -6,12 +6,14 @@ https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/install-ku
 
 from __future__ import annotations
 
+from io import StringIO
+
 from pyinfra import host
-from pyinfra.api import deploy
-from pyinfra.operations import server, systemd
+from pyinfra.api import OperationError, deploy, operation
+from pyinfra.operations import files, server, systemd
 
 from k8slab.deploy.common import AptRepo, ensure_packages, lab, upload
-from k8slab.facts import HeldPackages
+from k8slab.facts import HeldPackages, KubeadmPauseImage
 
 PACKAGES = ["kubelet", "kubeadm", "kubectl"]
 
@@ -36,6 +38,15 @@ def kube_packages():
         "templates/kubernetes/kubelet.default.j2",
         "/etc/default/kubelet",
     )
+    sandbox = cri_dockerd_sandbox(
+        name="cri-dockerd's pod sandboxes use the pause image kubeadm pulls"
+    )
+    systemd.service(
+        name="Restart cri-dockerd for its sandbox image",
+        service="cri-docker.service",
+        restarted=True,
+        _if=sandbox.did_change,
+    )
     # Not `running`: until kubeadm init or join writes its config, kubelet restarts in a loop.
     systemd.service(name="kubelet starts at boot", service="kubelet", running=None, enabled=True)
     systemd.service(
@@ -44,3 +55,14 @@ def kube_packages():
         restarted=True,
         _if=kubelet_env.did_change,
     )
+
+
+@operation()
+def cri_dockerd_sandbox():
+    """/etc/default/cri-dockerd naming kubeadm's pause image, read when this runs: on a first
+    deploy kubeadm is installed earlier in the same run."""
+    image = host.get_fact(KubeadmPauseImage, repository=lab()["kube_image_repository"])
+    if image is None and host.state.is_executing:
+        raise OperationError("`kubeadm config images list` names no pause image")
+    text = f"SANDBOX_ARGS=--pod-infra-container-image={image or '(kubeadm pause image)'}\n"
+    yield from files.put._inner(src=StringIO(text), dest="/etc/default/cri-dockerd", mode="644")

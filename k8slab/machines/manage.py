@@ -6,6 +6,7 @@ Each says what it does through `say` (one line per step) and returns what the CL
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ def up(
     name: str = spec.DEFAULT_CLUSTER,
     *,
     offline: bool = False,
+    nat_nic: bool = False,
     subnet: str | None = None,
     mirror: str | None = None,
     dns: str | None = None,
@@ -59,6 +61,18 @@ def up(
     """Make and boot the topology's machines; a re-run with them running changes nothing."""
     t0 = time.monotonic()
     wanted = spec.from_topology(topo, name, subnet, spares)
+    if nat_nic and not offline:
+        raise MachinesError(
+            "--nat-nic needs --offline: the NAT-like interface holds the default route and "
+            "leads nowhere on this host"
+        )
+    if nat_nic and ipaddress.ip_network(wanted.network).overlaps(
+        ipaddress.ip_network(spec.NAT_NETWORK)
+    ):
+        raise MachinesError(
+            f"--nat-nic: the machines' {wanted.network} is the NAT's own {spec.NAT_NETWORK}, "
+            "as VirtualBox's host-only network cannot be: give --subnet 192.168.56.0/24"
+        )
     before = spec.recorded(name)
     if before is not None and (
         before.network != wanted.network or not set(before.all) <= set(wanted.all)
@@ -74,11 +88,18 @@ def up(
         spares=wanted.spares,
         source=wanted.source,
         offline=offline,
+        nat_nic=nat_nic,
         dns=dns or "",
         mirror=mirror or (before.mirror if before else ""),
     )
-    if before is not None and before.offline != offline and _any_running(before):
-        mode = "offline" if before.offline else "online"
+    if (
+        before is not None
+        and (before.offline, before.nat_nic) != (offline, nat_nic)
+        and _any_running(before)
+    ):
+        mode = ("offline" if before.offline else "online") + (
+            " with a NAT-like interface" if before.nat_nic else ""
+        )
         raise MachinesError(
             f"cluster {name}'s machines run {mode}: labctl machines stop --cluster {name}, "
             "then up again to change that"

@@ -25,7 +25,7 @@ from k8slab.machines.base import CONF, umount_under
 from k8slab.machines.host import Needs
 from k8slab.machines.network import PROXY_PORT
 from k8slab.machines.procs import cgroup_mounts
-from k8slab.machines.spec import CACHE_ROOT, Cluster, Machine
+from k8slab.machines.spec import CACHE_ROOT, NAT_ADDRESS, NAT_GATEWAY, Cluster, Machine
 
 SUPERVISOR = "k8slab.machines.supervise"
 Say = Callable[[str], None]
@@ -139,11 +139,24 @@ def configure(c: Cluster, m: Machine, needs: Needs) -> None:
     # consulted (weave's first call to 10.96.0.1). Offline the default route is on-link with
     # no gateway: nothing leaves the bridge by it (an unanswered ARP, never this host).
     route = "Destination=0.0.0.0/0\nScope=link\n" if c.offline else f"Gateway={c.gateway}\n"
+    plain = "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
     (net / "80-container-host0.network").write_text(
         "[Match]\nKind=veth\nName=host0\n\n"
-        f"[Network]\nAddress={m.ip}/{c.prefix}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n\n"
-        f"[Route]\n{route}"
+        f"[Network]\nAddress={m.ip}/{c.prefix}\n{plain}"
+        + ("" if c.nat_nic else f"\n[Route]\n{route}")
     )
+    nat = net / "81-container-nat0.network"
+    if c.nat_nic:
+        # VirtualBox's NAT adapter: the same address on every VM and the default route. Here
+        # its gateway never answers (--offline): traffic that takes it goes nowhere, as a VM's
+        # would to an address outside the NAT's reach.
+        nat.write_text(
+            "[Match]\nName=nat0\n\n"
+            f"[Network]\nAddress={NAT_ADDRESS}/24\nGateway={NAT_GATEWAY}\n{plain}"
+            "ConfigureWithoutCarrier=yes\n"
+        )
+    else:
+        nat.unlink(missing_ok=True)
     resolv = root / "etc/resolv.conf"
     resolv.unlink(missing_ok=True)
     resolv.write_text(
@@ -209,6 +222,7 @@ def nspawn_argv(c: Cluster, m: Machine, needs: Needs) -> list[str]:
         f"--directory={root_of(c, m.name)}",
         f"--machine={c.name}-{m.name}",
         f"--network-bridge={c.bridge}",
+        *([f"--network-veth-extra={c.nat_link(m.name)}:nat0"] if c.nat_nic else []),
         "--resolv-conf=off",
         "--console=pipe",
         "--link-journal=no",
@@ -395,6 +409,8 @@ def wait_ssh(c: Cluster, name: str, say: Say, timeout: float = 90) -> float:
     while time.monotonic() < deadline:
         if not running(c, name):
             raise MachinesError(f"{name}: the machine exited; see {c.state / (name + '.log')}")
+        if c.nat_nic:  # nspawn leaves the host end down: a NAT adapter has a link
+            subprocess.run(["ip", "link", "set", c.nat_link(name), "up"], capture_output=True)
         rc, out, err = ssh(
             c,
             name,

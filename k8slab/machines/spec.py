@@ -22,6 +22,8 @@ DEFAULT_CLUSTER = "default"
 STATE_ROOT = Path(os.environ.get("K8SLAB_MACHINES_STATE") or "/var/lib/k8s-lab/machines")
 CACHE_ROOT = Path(os.environ.get("K8SLAB_MACHINES_CACHE") or "/var/cache/k8s-lab/machines")
 DEFAULT_USER = "k8slab"
+# What VirtualBox's NAT adapter gives every VM (its DHCP), the same on each.
+NAT_ADDRESS, NAT_GATEWAY, NAT_NETWORK = "10.0.2.15", "10.0.2.2", "10.0.2.0/24"
 # Bridge names are at most 15 characters: "k8slab-" leaves 8 for the cluster's name.
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -52,6 +54,9 @@ class Cluster:
     added_rules: tuple[tuple[str, ...], ...] = ()
     ip_forward_was: str | None = None
     topology_digest: str = ""  # sha256 of the lab.yaml `up` wrote (edited since = ask)
+    # VirtualBox's shape: a second interface per machine holding NAT_ADDRESS and the default
+    # route, as the NAT adapter gives every VM; the node_ip stays on the bridge.
+    nat_nic: bool = False
 
     @property
     def all(self) -> tuple[Machine, ...]:
@@ -95,6 +100,10 @@ class Cluster:
     @property
     def topology(self) -> Path:
         return self.state / "lab.yaml"
+
+    def nat_link(self, name: str) -> str:
+        """The host end of a machine's NAT-like interface (at most 15 characters)."""
+        return f"nat-{self.name}-{[m.name for m in self.all].index(name)}"
 
     @property
     def cgroup(self) -> str:

@@ -91,6 +91,18 @@ def test_deploy_from_bare_hosts(cluster):
     (OUT / "nodes.txt").write_text(nodes)
     ready = {line.split()[0]: line.split()[1] for line in nodes.splitlines()}
     assert ready == {h: "Ready" for h in cluster.hosts}, nodes
+    # Every pod sandbox runs the pause image kubeadm pulled, none of cri-dockerd's default.
+    _, listed, _ = cluster.ssh(
+        "master",
+        "kubeadm config images list --kubernetes-version "
+        '"$(kubeadm version -o short)" | grep /pause:',
+    )
+    pause = listed.strip()
+    for host in cluster.hosts:
+        _, args, _ = cluster.ssh(host, "ps -o args= -C cri-dockerd")
+        assert f"--pod-infra-container-image={pause}" in args, (host, args)
+        _, images, _ = cluster.ssh(host, "docker ps --filter name=k8s_POD --format '{{.Image}}'")
+        assert set(images.split()) == {pause}, (host, images)
 
 
 def test_second_run_changes_nothing(cluster):
@@ -156,7 +168,8 @@ def test_labctl_delete(cluster):
 def test_add_a_fourth_host_with_limit(cluster):
     cluster.add_spare("slave3")
     raw = yaml.safe_load(cluster.e2e_config.read_text())
-    raw["hosts"].append({"name": "slave3", "role": "worker", "node_ip": "10.0.2.6"})
+    slave3 = {"name": "slave3", "role": "worker", "node_ip": cluster.spare_ips["slave3"]}
+    raw["hosts"].append(slave3)
     cluster.e2e_config.write_text(yaml.safe_dump(raw, sort_keys=False))
     r = deploy(cluster, "deploy-add-slave3", "--limit", "slave3")
     assert r["exit_code"] == 0, r["output"][-3000:] + diagnosis(cluster, "deploy-add-slave3")

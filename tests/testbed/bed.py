@@ -5,6 +5,10 @@ course's addresses, so every bed test exercises the product feature.
 What only the tests add: a spare worker `slave3` (10.0.2.6) made on request, Debian's busybox
 as a root file system in every machine (`docker import`, no registry pulls), and a lock so
 that one test session at a time uses the bed.
+
+TESTBED_SHAPE=virtualbox gives the bed a learner's VirtualBox shape instead (its own cluster,
+`tbvbox`): every host also has a NAT-like interface with 10.0.2.15 and the default route, and
+the node IPs are 192.168.56.x on the bridge (`labctl machines up --nat-nic`).
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from k8slab.machines.spec import Machine
 from k8slab.topology import REPO_ROOT, load
 
 REPO = REPO_ROOT
-NAME = "testbed"
-SPARES = (Machine("slave3", "worker", "10.0.2.6"),)
+SHAPE = os.environ.get("TESTBED_SHAPE") or "course"
+VIRTUALBOX = SHAPE == "virtualbox"
+NAME = "tbvbox" if VIRTUALBOX else "testbed"
+SUBNET = "192.168.56.0/24" if VIRTUALBOX else None  # None: the course's 10.0.2.0/24
+SPARES = (Machine("slave3", "worker", "10.0.2.6"),)  # moved to SUBNET, keeping .6
 BUSYBOX = "opt/testbed/busybox-rootfs.tar"  # in every machine's root
-GATEWAY = "10.0.2.1"  # this host on the bed's bridge: where tests serve artifacts
+GATEWAY = "192.168.56.1" if VIRTUALBOX else "10.0.2.1"  # this host on the bed's bridge
 
 
 class TestbedError(RuntimeError):
@@ -96,6 +103,8 @@ def locked(timeout: float | None = None, what: str = "use"):
 
 def unavailable_reason() -> str | None:
     """Why this machine cannot run the bed, or None when it can."""
+    if SHAPE not in ("course", "virtualbox"):
+        return f"TESTBED_SHAPE={SHAPE}: give course (the default) or virtualbox"
     if sys.platform != "linux":
         return "the test bed needs Linux"
     if os.geteuid() != 0:
@@ -145,7 +154,13 @@ def up() -> Path:
         raise TestbedError(reason)
     try:
         done = manage.up(
-            load(REPO / "inventory" / "lab.yaml"), NAME, offline=True, spares=SPARES, say=log
+            load(REPO / "inventory" / "lab.yaml"),
+            NAME,
+            offline=True,
+            nat_nic=VIRTUALBOX,
+            subnet=SUBNET,
+            spares=SPARES,
+            say=log,
         )
     except manage.MachinesError as e:
         raise TestbedError(str(e)) from None

@@ -26,11 +26,13 @@ from . import bed
 
 class Testbed:
     hosts = ("master", "slave1", "slave2")
-    ips = {"master": "10.0.2.15", "slave1": "10.0.2.4", "slave2": "10.0.2.5"}
 
     def __init__(self, config: Path):
         self.config = config
         c = bed.cluster()
+        # the course's addresses, or the virtualbox shape's (bed.py)
+        self.ips = {m.name: m.ip for m in c.machines}
+        self.spare_ips = {m.name: m.ip for m in c.spares}
         self.state = c.state
         self.known_hosts = c.known_hosts
         self.key = c.key
@@ -64,7 +66,7 @@ class Testbed:
         bed.renew_roots()
 
     def add_spare(self, host: str) -> None:
-        """Boot a bare spare host (slave3, 10.0.2.6), not in the topology file."""
+        """Boot a bare spare host (slave3, 10.0.2.6: spare_ips), not in the topology file."""
         bed.add_spare(host)
 
     def peak_memory(self, host: str) -> int | None:

@@ -4,11 +4,19 @@ First run converges, second run changes nothing, a reboot keeps the settings, a 
 down makes the run fail naming it, and once it is back a re-run converges.
 """
 
+import hashlib
+import io
+import json
 import re
 import subprocess
+import tarfile
 import time
+from pathlib import Path
 
 import pytest
+import yaml
+
+from . import bed
 
 pytestmark = pytest.mark.testbed
 
@@ -108,6 +116,114 @@ def test_second_run_changes_nothing(testbed, first_run):
     assert changes(r.output) == {h: 0 for h in NODES}, r.output[-5000:]
     total = grand_total(r.output)
     assert total["success"] == "-" and total["error"] == "-", total
+
+
+def loadable_archive(path: Path, tag: str) -> Path:
+    """A `docker save` archive Docker really loads: one layer, the bed's busybox root (made
+    here from Debian's busybox, no registry)."""
+    layer = bed.busybox_tar().read_bytes()
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps(
+        [{"Config": config_name, "RepoTags": [tag], "Layers": ["layer/layer.tar"]}]
+    ).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in (
+            ("layer/layer.tar", layer),
+            (config_name, config),
+            ("manifest.json", manifest),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def images_phase(testbed, folder: Path) -> subprocess.CompletedProcess:
+    """`pyinfra deploys/images.py` with the bed's topology plus image_archives: folder."""
+    topo = yaml.safe_load(Path(testbed.config).read_text())
+    topo["image_archives"] = str(folder)
+    config = folder.parent / "lab.yaml"
+    config.write_text(yaml.safe_dump(topo))
+    r = subprocess.run(
+        [testbed.pyinfra_exe(), "-y", "inventory/lab.py", "deploys/images.py"],
+        cwd=testbed.repo,
+        env={**testbed.env(), "LAB_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    r.output = r.stdout + r.stderr
+    return r
+
+
+def test_image_archives_stream_into_docker_without_a_copy_on_disk(testbed, first_run, tmp_path):
+    tag = "k8s-lab-test/streamed:1"
+    for h in NODES:
+        testbed.ssh(h, f"docker rmi -f {tag} >/dev/null 2>&1; true")
+    (tmp_path / "images").mkdir()
+    archive = loadable_archive(tmp_path / "images" / "streamed.tar", tag)
+    r = images_phase(testbed, tmp_path / "images")
+    assert r.returncode == 0, r.output[-5000:]
+    assert f"docker load {tag} (streamed from {archive})" in r.output
+    for h in NODES:
+        listed = testbed.ssh(h, f"docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {tag}")[
+            1
+        ]
+        assert listed.split() == [tag], (h, listed)
+        rc, echoed, err = testbed.ssh(h, f"docker run --rm --pull=never {tag} echo streamed")
+        assert rc == 0 and echoed.strip() == "streamed", (h, err)
+        assert testbed.ssh(h, "ls -A /var/cache/k8s-lab/images 2>/dev/null")[1].strip() == ""
+    again = images_phase(testbed, tmp_path / "images")
+    assert again.returncode == 0 and changes(again.output) == {h: 0 for h in NODES}, again.output
+
+
+def test_labctl_apply_streams_an_archive_a_node_lacks(testbed, first_run, tmp_path):
+    from k8slab.apply import load_archives
+    from k8slab.ssh import Fleet
+    from k8slab.topology import load
+
+    tag = "k8s-lab-test/applied:1"
+    testbed.ssh("slave1", f"docker rmi -f {tag} >/dev/null 2>&1; true")
+    (tmp_path / "images").mkdir()
+    loadable_archive(tmp_path / "images" / "applied.tar", tag)
+    raw = yaml.safe_load(Path(testbed.config).read_text())
+    raw["image_archives"] = str(tmp_path / "images")
+    (tmp_path / "lab.yaml").write_text(yaml.safe_dump(raw))
+    topo = load(tmp_path / "lab.yaml")
+    said: list[str] = []
+    slave1 = [h for h in topo.hosts if h.name == "slave1"]
+    with Fleet(topo.hosts, known_hosts=testbed.known_hosts) as fleet:
+        load_archives(topo, fleet, slave1, said.append)
+        load_archives(topo, fleet, slave1, said.append)
+    assert said == [
+        "slave1: docker load applied.tar ...",
+        "slave1: image archives: 1 loaded, 0 present",
+        "slave1: image archives: 0 loaded, 1 present",
+    ]
+    rc, echoed, err = testbed.ssh("slave1", f"docker run --rm --pull=never {tag} echo applied")
+    assert rc == 0 and echoed.strip() == "applied", err
+
+
+def test_a_broken_archive_fails_naming_dockers_reason(testbed, first_run, tmp_path):
+    (tmp_path / "images").mkdir()
+    manifest = [{"Config": "missing.json", "RepoTags": ["k8s-lab-test/broken:1"], "Layers": []}]
+    data = json.dumps(manifest).encode()
+    with tarfile.open(tmp_path / "images" / "broken.tar", "w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    r = images_phase(testbed, tmp_path / "images")
+    assert r.returncode != 0, r.output[-3000:]
+    assert "docker load of broken.tar failed: " in r.output, r.output[-3000:]
 
 
 def test_reboot_keeps_settings(testbed, first_run):

@@ -92,9 +92,19 @@ def test_reset_without_yes_or_terminal_refuses_and_changes_nothing(leftovers):
     assert testbed.ssh(HOST, "test -d /var/lib/weave")[0] == 0
 
 
+def test_reset_says_one_line_per_host_by_default(leftovers):
+    testbed, _ = leftovers
+    r = labctl(testbed, "reset", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [x for x in r.stdout.splitlines() if x.startswith(f"{HOST}:")] == [
+        f"{HOST}: kubeadm not installed: nothing to reset; removed 2 files, 1 link, "
+        "3 iptables rules, 3 chains"
+    ]
+
+
 def test_reset_removes_only_kube_and_weave(leftovers):
     testbed, before = leftovers
-    r = labctl(testbed, "reset", "--yes")
+    r = labctl(testbed, "reset", "--yes", "-v")
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout.splitlines()
     assert f"{HOST}: kubeadm not installed: nothing to reset" in out

@@ -187,3 +187,26 @@ def test_up_without_root_says_so_first_and_makes_nothing(tmp_path):
     assert lines[0] == "Error: root: lab machines need root (a bridge, containers): run with sudo"
     assert all(line.startswith("Error: ") for line in lines) and "Traceback" not in r.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_a_state_file_with_fields_a_newer_labctl_wrote_still_reads(tmp_path, monkeypatch):
+    monkeypatch.setattr(spec, "STATE_ROOT", tmp_path / "state")
+    c = spec.from_topology(load(COURSE_TOPOLOGY), "old")
+    c.save()
+    path = c.state / "machines.json"
+    path.write_text(path.read_text().replace('"name": "old"', '"name": "old", "later": 1', 1))
+    assert spec.recorded("old") == c
+
+
+def test_inotify_limits_are_raised_once_and_put_back_as_found(tmp_path, monkeypatch):
+    monkeypatch.setattr(host, "PROC_SYS", tmp_path)
+    (tmp_path / "fs" / "inotify").mkdir(parents=True)
+    (tmp_path / "fs/inotify/max_user_instances").write_text("128\n")
+    (tmp_path / "fs/inotify/max_user_watches").write_text("1048576\n")  # already above
+    found = host.raise_inotify()
+    assert found == (("fs/inotify/max_user_instances", "128"),)
+    assert (tmp_path / "fs/inotify/max_user_instances").read_text() == "512\n"
+    assert host.raise_inotify() == ()  # a second cluster finds them raised
+    host.restore_inotify(found)
+    assert (tmp_path / "fs/inotify/max_user_instances").read_text() == "128\n"
+    assert (tmp_path / "fs/inotify/max_user_watches").read_text() == "1048576\n"

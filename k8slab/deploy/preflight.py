@@ -11,7 +11,10 @@ from __future__ import annotations
 import sys
 import threading
 
+import click
 from pyinfra import host
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra_cli.exceptions import CliError
 
 from k8slab import doctor
 from k8slab.checks.report import render
@@ -30,9 +33,18 @@ def preflight() -> None:
         if not _verdict:
             _verdict.append(_run_doctor(_skipped()))
     if _verdict[0]:
-        # Not PyinfraError: pyinfra would put "pyinfra error in .../preflight.py line 34:"
-        # before it, which reads like a crash. pyinfra disconnects, prints this, exits 1.
-        sys.exit(_verdict[0])
+        raise PreflightFailed(_verdict[0])
+
+
+class PreflightFailed(PyinfraError, CliError):
+    """Stops the run with our one line and exit 1. A PyinfraError, so that pyinfra passes it
+    on from the deploy file unwrapped; a CliError, so that its command line re-raises it for
+    click, which calls show(). A plain PyinfraError would read "pyinfra error in
+    .../preflight.py line 34:", like a crash; sys.exit in pyinfra's greenlets ends in a
+    gevent traceback when several hosts load the deploy at once."""
+
+    def show(self, file=None) -> None:
+        click.echo(self.message, err=True)
 
 
 def _skipped() -> tuple[str, ...]:

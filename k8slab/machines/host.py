@@ -19,6 +19,11 @@ from pathlib import Path
 
 # What kubelet reads and writes when they differ (pkg/kubelet/cm/container_manager_linux.go);
 # nspawn mounts /proc/sys read-only, so a machine sees the host's values unless given its own.
+# Every machine's kubelet, Docker and systemd hold inotify instances of root, counted against
+# this host's one per-user limit (128 on Debian): a second cluster, or a fourth machine, runs
+# out ("inotify_init: too many open files" from kubelet, seen here). kind's documented values.
+INOTIFY = {"fs/inotify/max_user_instances": 512, "fs/inotify/max_user_watches": 524288}
+PROC_SYS = Path("/proc/sys")
 KUBELET_TUNABLES = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"}
 # Kernel modules the deploy loads inside the machines; they share this kernel, so each must be
 # built in or loaded here (a machine cannot load one: nspawn drops CAP_SYS_MODULE).
@@ -209,3 +214,21 @@ def _meminfo(key: str) -> int | None:
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     return None
+
+
+def raise_inotify() -> tuple[tuple[str, str], ...]:
+    """INOTIFY's limits raised where this host's are lower; the (key, value) pairs it found
+    there, for `restore_inotify` when the last cluster goes."""
+    found = []
+    for key, want in INOTIFY.items():
+        path = PROC_SYS / key
+        have = path.read_text().strip()
+        if int(have) < want:
+            path.write_text(f"{want}\n")
+            found.append((key, have))
+    return tuple(found)
+
+
+def restore_inotify(found: tuple[tuple[str, str], ...]) -> None:
+    for key, value in found:
+        (PROC_SYS / key).write_text(f"{value}\n")

@@ -124,6 +124,12 @@ def up(
         say(f"loaded kernel modules the machines need: {', '.join(loaded)}")
         changed.append("modules loaded")
     cluster.save()  # from here on, destroy can undo whatever follows
+    raised = host.raise_inotify()
+    if raised:
+        say(f"raised this host's inotify limits for the machines' kubelets ({_pairs(raised)})")
+        cluster = cluster.but(inotify_was=cluster.inotify_was or raised)
+        cluster.save()
+        changed.append("inotify limits")
     nspawn.user_key(cluster)
     nspawn.write_known_hosts(cluster)
     if network.ensure_bridge(cluster):
@@ -154,6 +160,10 @@ def up(
         cluster, [cluster.key, Path(f"{cluster.key}.pub"), cluster.known_hosts, cluster.topology]
     )
     return Up(cluster, changed, time.monotonic() - t0)
+
+
+def _pairs(found: tuple[tuple[str, str], ...]) -> str:
+    return ", ".join(f"{k.replace('/', '.')} {v} -> {host.INOTIFY[k]}" for k, v in found)
 
 
 def start_spare(cluster: Cluster, name: str, say: Say = print, fresh: bool = False) -> None:
@@ -192,12 +202,18 @@ def stop(cluster: Cluster, names: list[str], say: Say = print, hard: bool = Fals
 
 def destroy(cluster: Cluster, say: Say = print) -> None:
     """Everything `up` made for the cluster, away: machines, their roots, the gateway's
-    program, the bridge, the iptables rules it added (ip_forward as it was). The cache (the
+    program, the bridge, the iptables rules it added (ip_forward and, with the last cluster,
+    the inotify limits as they were). The cache (the
     base and the machines' host keys) stays for the next up."""
     for m in cluster.all:
         nspawn.stop(cluster, m.name, say)
     network.stop_service(cluster)
     others = [spec.recorded(n) for n in spec.clusters() if n != cluster.name]
+    living = [o for o in others if o]
+    if cluster.inotify_was and living:  # that cluster puts the limits back when it goes
+        living[0].but(inotify_was=living[0].inotify_was or cluster.inotify_was).save()
+    elif cluster.inotify_was:  # the last one: the limits as the first up found them
+        host.restore_inotify(cluster.inotify_was)
     cluster = network.remove_rules(cluster, any(o and not o.offline for o in others))
     cluster.save()
     network.remove_bridge(cluster)

@@ -11,7 +11,7 @@ import ipaddress
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ class Cluster:
     # and the ip_forward value it found, when it had to turn forwarding on.
     added_rules: tuple[tuple[str, ...], ...] = ()
     ip_forward_was: str | None = None
+    inotify_was: tuple[tuple[str, str], ...] = ()  # the limits up raised, as it found them
     topology_digest: str = ""  # sha256 of the lab.yaml `up` wrote (edited since = ask)
     # VirtualBox's shape: a second interface per machine holding NAT_ADDRESS and the default
     # route, as the NAT adapter gives every VM; the node_ip stays on the bridge.
@@ -144,7 +145,10 @@ def recorded(name: str) -> Cluster | None:
     raw["machines"] = tuple(Machine(**m) for m in raw["machines"])
     raw["spares"] = tuple(Machine(**m) for m in raw.get("spares", ()))
     raw["added_rules"] = tuple(tuple(r) for r in raw.get("added_rules", ()))
-    return Cluster(**raw)
+    raw["inotify_was"] = tuple(tuple(r) for r in raw.get("inotify_was", ()))
+    # A newer labctl may have recorded more: what this one does not know, it leaves alone.
+    known = {f.name for f in fields(Cluster)}
+    return Cluster(**{k: v for k, v in raw.items() if k in known})
 
 
 def existing(name: str) -> Cluster:

@@ -17,9 +17,19 @@ from pathlib import Path
 
 VERSION = "1.35.2"  # what the stand-in kubeadm says it is
 
+PAUSE = "pause:3.10.1"  # in the stand-in's image list, as kubeadm 1.35 lists it
 KUBEADM = f"""#!/bin/sh
-# k8s-lab test stand-in: answers `kubeadm version -o short` like kubeadm {VERSION}.
+# k8s-lab test stand-in: answers `kubeadm version -o short` and `kubeadm config images list`
+# (its --image-repository honoured) like kubeadm {VERSION}.
 if [ "$1" = version ]; then echo v{VERSION}; exit 0; fi
+if [ "$1 $2 $3" = "config images list" ]; then
+    repo=registry.k8s.io
+    while [ $# -gt 0 ]; do [ "$1" = --image-repository ] && repo=$2; shift; done
+    for i in kube-apiserver:v{VERSION} kube-controller-manager:v{VERSION} \\
+        kube-scheduler:v{VERSION} kube-proxy:v{VERSION} coredns/coredns:v1.12.1 {PAUSE} \\
+        etcd:3.6.5-0; do echo "$repo/$i"; done
+    exit 0
+fi
 echo "k8s-lab test stand-in for kubeadm: $*" >&2; exit 1
 """
 KUBECTL = """#!/bin/sh

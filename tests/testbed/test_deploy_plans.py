@@ -92,7 +92,7 @@ def test_kubernetes_packages_from_the_minors_repo_and_held(plan):
     assert kube["Kubernetes v1.36 apt repository: apt source, signed-by its key"] == ALL
     assert kube["Install kubelet, kubeadm and kubectl v1.36"] == ALL
     assert kube["Hold them: an apt upgrade must never move the cluster's version"] == ALL
-    assert kube["cri-dockerd's sandboxes: the pause image kubeadm pulls"] == ALL
+    assert kube["cri-dockerd's pod sandboxes use the pause image kubeadm pulls"] == ALL
 
 
 def test_init_only_on_master_join_only_on_workers_and_after_init(plan):

@@ -107,7 +107,13 @@ def test_apply_nodes_only_prepares_workers_and_builds_images(docker_bed):
 
 
 def test_verify_hostpath_file_passes_on_the_bed(docker_bed):
-    result = labctl(docker_bed, "verify", "--only", "storage.hostpath-file", "--format", "json")
+    # verify asks first whether master has a cluster (k8slab.cluster); none runs on the bed,
+    # and this check reads only the workers' file: an empty admin.conf stands in for one.
+    docker_bed.ssh("master", "mkdir -p /etc/kubernetes && touch /etc/kubernetes/admin.conf")
+    try:
+        result = labctl(docker_bed, "verify", "--only", "storage.hostpath-file", "--format", "json")
+    finally:
+        docker_bed.ssh("master", "rm -f /etc/kubernetes/admin.conf")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = json.loads(result.stdout)["checks"]
     assert [(r["host"], r["status"]) for r in rows] == [(h, "pass") for h in WORKERS]

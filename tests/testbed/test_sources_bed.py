@@ -179,6 +179,10 @@ def test_local_sources_converge_on_every_host(source_hosts, converged):
             "kubelet",
         ]
         assert source_hosts.ssh(h, "kubeadm version -o short")[1].strip() == "v1.35.2"
+        # cri-dockerd's sandboxes take the pause image the installed kubeadm lists
+        assert source_hosts.ssh(h, "cat /etc/default/cri-dockerd")[1] == (
+            f"SANDBOX_ARGS=--pod-infra-container-image=registry.k8s.io/{artifacts.PAUSE}\n"
+        )
         assert source_hosts.ssh(h, "cat /etc/apt/sources.list.d/kubernetes.list")[1].splitlines()[
             -1
         ] == (

@@ -17,6 +17,7 @@ from k8slab.cli import (
     map_cmd,
     reset_cmd,
     status_cmd,
+    vagrant_cmd,
     verify_cmd,
 )
 from k8slab.cli.common import State
@@ -78,5 +79,6 @@ for command in (
     status_cmd.status,
     map_cmd.map_,
     machines_cmd.machines,
+    vagrant_cmd.vagrant,
 ):
     main.add_command(command)

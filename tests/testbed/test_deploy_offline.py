@@ -123,14 +123,7 @@ def images_phase(testbed, folder: Path) -> subprocess.CompletedProcess:
     topo["image_archives"] = str(folder)
     config = folder.parent / "lab.yaml"
     config.write_text(yaml.safe_dump(topo))
-    r = subprocess.run(
-        [testbed.pyinfra_exe(), "-y", "inventory/lab.py", "deploys/images.py"],
-        cwd=testbed.repo,
-        env={**testbed.env(), "LAB_CONFIG": str(config)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    r = type(testbed)(config).pyinfra("deploys/images.py", timeout=600)
     r.output = r.stdout + r.stderr
     return r
 

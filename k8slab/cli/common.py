@@ -89,6 +89,19 @@ class State:
 
         return load_lab(lab_id or default_lab(), topo)
 
+    def replayed(self, replay: str, lab_id: str | None):
+        """A lab's bundle (`--replay`): (the bundle, its topology, its lab); a bundle of
+        another lab than `lab_id` is one line."""
+        from pathlib import Path
+
+        from k8slab.checks import bundle
+
+        recorded = bundle.Replay(Path(replay))
+        if lab_id and lab_id != recorded.lab:
+            raise UsageError(f"{replay} is a bundle of lab {recorded.lab}, not {lab_id}")
+        topo = recorded.topology
+        return recorded, topo, self.lab(recorded.lab, topo)
+
     def fleet(self, topo: Topology, hosts: list[Host], partial: bool = False) -> Fleet:
         """Connect to `hosts` all at once before anything runs. Each unreachable host is one
         line on stderr; unless `partial` (the command goes on with the others and marks

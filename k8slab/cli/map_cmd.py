@@ -49,11 +49,7 @@ def map_(
     if record and replay:
         raise UsageError("--record and --replay cannot be combined")
     if replay:
-        recorded = bundle.Replay(Path(replay))
-        if lab_id and lab_id != recorded.lab:
-            raise UsageError(f"{replay} is a bundle of lab {recorded.lab}, not {lab_id}")
-        topo = recorded.topology
-        lab = state.lab(recorded.lab, topo)
+        recorded, topo, lab = state.replayed(replay, lab_id)
         drawn = clustermap.build(lab, topo, Commands(recorded.run), f"replayed from {replay}")
     else:
         topo = state.topology()

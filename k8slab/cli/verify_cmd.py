@@ -50,11 +50,7 @@ def verify(
         raise UsageError("--record and --replay cannot be combined")
     unreachable = False
     if replay:
-        recorded = bundle.Replay(Path(replay))
-        if lab_id and lab_id != recorded.lab:
-            raise UsageError(f"{replay} is a bundle of lab {recorded.lab}, not {lab_id}")
-        topo = recorded.topology
-        lab = state.lab(recorded.lab, topo)
+        recorded, topo, lab = state.replayed(replay, lab_id)
         checks = lab.select_checks(only or recorded.check_ids)
         result = grade(lab, topo, Commands(recorded.run), checks, replayed=True)
     else:

@@ -9,12 +9,15 @@ that one test session at a time uses the bed.
 TESTBED_SHAPE=virtualbox gives the bed a learner's VirtualBox shape instead (its own cluster,
 `tbvbox`): every host also has a NAT-like interface with 10.0.2.15 and the default route, and
 the node IPs are 192.168.56.x on the bridge (`labctl machines up --nat-nic`).
+TESTBED_NAME and TESTBED_SUBNET (VirtualBox shape only) give a second such cluster beside it,
+so that two test sessions can each have a cluster (with their own TESTBED_LOCK).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -29,11 +32,13 @@ from k8slab.topology import REPO_ROOT, load
 REPO = REPO_ROOT
 SHAPE = os.environ.get("TESTBED_SHAPE") or "course"
 VIRTUALBOX = SHAPE == "virtualbox"
-NAME = "tbvbox" if VIRTUALBOX else "testbed"
-SUBNET = "192.168.56.0/24" if VIRTUALBOX else None  # None: the course's 10.0.2.0/24
+NAME = os.environ.get("TESTBED_NAME") or ("tbvbox" if VIRTUALBOX else "testbed")
+# None: the course's 10.0.2.0/24, which only one cluster on this host can have.
+SUBNET = (os.environ.get("TESTBED_SUBNET") or "192.168.56.0/24") if VIRTUALBOX else None
 SPARES = (Machine("slave3", "worker", "10.0.2.6"),)  # moved to SUBNET, keeping .6
 BUSYBOX = "opt/testbed/busybox-rootfs.tar"  # in every machine's root
-GATEWAY = "192.168.56.1" if VIRTUALBOX else "10.0.2.1"  # this host on the bed's bridge
+# This host on the bed's bridge: the subnet's first address, as labctl machines gives it.
+GATEWAY = str(next(ipaddress.ip_network(SUBNET or "10.0.2.0/24").hosts()))
 
 
 class TestbedError(RuntimeError):
@@ -105,6 +110,8 @@ def unavailable_reason() -> str | None:
     """Why this machine cannot run the bed, or None when it can."""
     if SHAPE not in ("course", "virtualbox"):
         return f"TESTBED_SHAPE={SHAPE}: give course (the default) or virtualbox"
+    if os.environ.get("TESTBED_SUBNET") and not VIRTUALBOX:
+        return "TESTBED_SUBNET needs TESTBED_SHAPE=virtualbox (the course shape is 10.0.2.0/24)"
     if sys.platform != "linux":
         return "the test bed needs Linux"
     if os.geteuid() != 0:

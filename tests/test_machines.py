@@ -210,3 +210,25 @@ def test_inotify_limits_are_raised_once_and_put_back_as_found(tmp_path, monkeypa
     host.restore_inotify(found)
     assert (tmp_path / "fs/inotify/max_user_instances").read_text() == "128\n"
     assert (tmp_path / "fs/inotify/max_user_watches").read_text() == "1048576\n"
+
+
+def test_a_root_removal_cut_short_leaves_a_root_the_next_up_makes_anew(tmp_path, monkeypatch):
+    monkeypatch.setattr(spec, "STATE_ROOT", tmp_path / "state")
+    c = spec.from_topology(load(COURSE_TOPOLOGY), "cut", None)
+    root = nspawn.root_of(c, "slave1")
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/hostname").write_text("slave1\n")
+    (root / ".k8s-lab-machine").write_text("cut slave1\n")
+    assert nspawn.has_root(c, "slave1")
+
+    def interrupted(path, *a, **kw):  # Ctrl-C while the tree is half gone
+        (Path(path) / "etc/hostname").unlink()
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(nspawn.shutil, "rmtree", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            nspawn.remove_root(c, "slave1")
+    assert root.exists() and not nspawn.has_root(c, "slave1")
+    nspawn.remove_root(c, "slave1")
+    assert not root.exists()

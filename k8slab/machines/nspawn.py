@@ -122,6 +122,9 @@ def make_root(c: Cluster, m: Machine, base: Path, say: Say) -> None:
 
 
 def remove_root(c: Cluster, name: str) -> None:
+    # The marker goes first: a removal cut short (Ctrl-C, a busy mount) then leaves a half root
+    # that the next `up` makes anew, instead of one it takes for whole and fails to configure.
+    (root_of(c, name) / ".k8s-lab-machine").unlink(missing_ok=True)
     for d in (root_of(c, name), c.roots / f"{name}.tmp"):
         if d.exists():
             umount_under(d)

@@ -59,10 +59,13 @@ def changes(output: str) -> dict[str, int]:
 
 
 def diagnosis(bed, out: Path, name: str) -> str:
-    """What a failed step leaves to read: every pod, and the logs of kube-system's pods that
-    are not Running, kept in out/<name>-diagnosis.txt (the bed is gone after a CI run)."""
+    """What a failed step leaves to read: the nodes, every pod, the logs of kube-system's pods
+    that are not Running, and for each running machine that is not a Ready node its kubelet's
+    journal (a node that never registered shows no pod at all), kept in
+    out/<name>-diagnosis.txt (the bed is gone after a CI run)."""
     script = (
-        "export KUBECONFIG=/etc/kubernetes/admin.conf; kubectl get pods -A -o wide; "
+        "export KUBECONFIG=/etc/kubernetes/admin.conf; kubectl get nodes -o wide; "
+        "kubectl get pods -A -o wide; "
         "for p in $(kubectl -n kube-system get pods --no-headers "
         "| awk '{split($2, r, \"/\"); if (r[1] != r[2]) print $1}'); do "
         "for c in $(kubectl -n kube-system get pod $p -o jsonpath='{.spec.containers[*].name}'); "
@@ -72,5 +75,12 @@ def diagnosis(bed, out: Path, name: str) -> str:
     )
     _, stdout, stderr = bed.ssh("master", script)
     text = stdout + stderr
+    ready = set(re.findall(r"^(\S+)\s+Ready\s", stdout, re.M))
+    for host in (*bed.hosts, *bed.spare_ips):
+        if host not in ready and bed.running(host):
+            _, log, err = bed.ssh(
+                host, "journalctl -u kubelet -n 40 --no-pager; systemctl is-active cri-docker"
+            )
+            text += f"== {host} is not a Ready node: its kubelet's journal\n{log}{err}"
     (out / f"{name}-diagnosis.txt").write_text(text)
     return text[-8000:]

@@ -42,6 +42,8 @@ case "$*" in
   *"get pods -l k8s-app=kube-dns -o jsonpath={range .items[*]}pod "*)
     step containers.coredns; serve containers.coredns containers.coredns ;;
   *"get pods -l name=weave-net"*) printf '%b' "$WEAVE_PODS" ;;
+  *"get pods -l k8s-app=kube-dns -o jsonpath={range .items[*]}{.metadata.name} {.status.phase}"*)
+    printf '%b' "$DNS_PODS" ;;
   *"get pod "*"terminated.message}"*) printf '%s' "$MESSAGE" ;;
   *" logs "*)
     for a; do case "$prev" in -c) c=$a ;; esac; prev=$a; pod=$a; done
@@ -84,6 +86,7 @@ def run(tmp_path: Path):
             (served / name).write_text(text)
         env = {
             "WEAVE_PODS": weave_pods,
+            "DNS_PODS": "",
             **os.environ,
             "PATH": f"{kubectl.parent}:{os.environ['PATH']}",
             "NODES": nodes,
@@ -153,6 +156,31 @@ def test_no_coredns_yet_is_not_ready(run):
     r = run(r"master=True\nslave1=True\nslave2=True\n", "3 3", "", *NAMES)
     assert r.returncode == 1
     assert r.stdout.strip() == "coredns: 0 of ? replicas ready"
+
+
+def test_nodes_under_disk_pressure_and_the_pods_they_keep_off_are_named(run):
+    """Recorded on a real cluster whose disk was under kubelet's threshold: every node Ready,
+    CoreDNS Pending; the wait said only "0 of 2 replicas ready" before."""
+
+    def rec(name: str) -> str:
+        return (Path(__file__).parent / "fixtures" / "disk-pressure" / name).read_text()
+
+    nodes = rec("nodes.txt").replace("\n", r"\n")
+    dns = rec("pods.coredns-scheduled.txt").replace("\n", r"\n")
+    r = run(nodes, rec("ds.txt"), rec("coredns.txt"), *NAMES, env={"DNS_PODS": dns})
+    assert r.returncode == 1
+    lines = r.stdout.strip().splitlines()
+    assert lines[:3] == [
+        f"node {n}: DiskPressure, so its kubelet keeps new pods off it; its disk is nearly "
+        "full: free space on it (kubelet wants 15% free where Docker keeps images, 10% on /)"
+        for n in NAMES
+    ]
+    assert lines[3] == "coredns: 0 of 2 replicas ready"
+    assert lines[4].startswith(
+        "coredns-7d764666f9-4g45s is not scheduled: 0/3 nodes are available: "
+        "3 node(s) had untolerated taint(s)."
+    )
+    assert len(lines) == 6
 
 
 # --- Crash loops: a container that keeps dying is named with why, and the wait stops early.

@@ -38,6 +38,11 @@ UUID=0b5c4d0e-6f1a-4f6e-8a7c-3b1f7d2c9e10 /               ext4    errors=remount
 #UUID=7e2f1c3a-1b2c-4d5e-8f90-a1b2c3d4e5f6 none            swap    sw              0       0
 /dev/sr0        /media/cdrom0   udf,iso9660 user,noauto     0       0
 """
+# A 20 GB virtual disk after Debian's installer (df -P -k /var/lib).
+DF_20G = (
+    "Filesystem     1024-blocks    Used Available Capacity Mounted on\n"
+    "/dev/sda1         19480400 2214336  16253656      12% /\n"
+)
 SWAPS_EMPTY = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
 SS_EMPTY = (
     'LISTEN 0      128          0.0.0.0:22        0.0.0.0:*    users:(("sshd",pid=612,fd=3))\n'
@@ -96,6 +101,7 @@ def good_outputs(host: str) -> dict[str, str]:
         "sudo/uid": "0\n",
         "os/release": "debian 12\n",
         "cpus/nproc": "2\n",
+        "disk/df": DF_20G,
         "memory.control-plane/meminfo": "MemTotal:        2014552 kB\nMemFree:  1300000 kB\n",
         "memory.worker/meminfo": "MemTotal:        2014552 kB\nMemFree:  1300000 kB\n",
         "swap.now/swaps": SWAPS_EMPTY,
@@ -168,20 +174,23 @@ def test_good_vms_pass_every_check(tmp_path):
     r = run("doctor", "--replay", str(write(tmp_path / "b")))
     assert r.exit_code == 0, r.output
     table = rows(r.output)
-    assert len(table) == 19 * 3 - 5  # cpus, memory.* on master or workers only
+    assert len(table) == 20 * 3 - 5  # cpus, memory.* on master or workers only
     assert all(v.startswith("PASS") for v in table.values()), r.output
     assert table[("unique.mac", "slave1")] == (
         "PASS MAC of the node_ip interface 08:00:27:8a:10:02 (unique among 3 hosts)"
     )
     assert table[("memory.control-plane", "master")] == "PASS MemTotal: 1.92 GiB (need >= 1.7 GiB)"
-    assert "preflight: 52 results - 52 passed, 0 failed" in r.output
+    assert table[("disk", "slave2")].startswith(
+        "PASS /: 15.5 GiB free of 18.6 GiB (83.4%); 67.3% once the cluster's"
+    )
+    assert "preflight: 55 results - 55 passed, 0 failed" in r.output
 
 
 def test_json_format(tmp_path):
     r = run("doctor", "--replay", str(write(tmp_path / "b")), "--format", "json")
     assert r.exit_code == 0
     data = json.loads(r.output)
-    assert data["lab"] == "preflight" and data["totals"]["pass"] == 52
+    assert data["lab"] == "preflight" and data["totals"]["pass"] == 55
     first = data["checks"][0]
     assert set(first) >= {"id", "host", "status", "evidence", "hint"}
 
@@ -201,6 +210,18 @@ BAD = [
         "master",
         "CPUs: 1 CPUs (need >= 2 CPUs)",
         "kubeadm init refuses fewer than 2 CPUs",
+    ),
+    (
+        {
+            ("slave1", "disk/df"): DF_20G.replace(
+                "2214336  16253656      12%", "14904520   3563472      81%"
+            )
+        },
+        "disk",
+        "slave1",
+        "/: 3.4 GiB free of 18.6 GiB (18.3%); 2.1% once the cluster's ~3 GiB are there "
+        "(under kubelet's 15%)",
+        "under 15% free, kubelet marks the node DiskPressure",
     ),
     (
         {("master", "memory.control-plane/meminfo"): "MemTotal:        1012552 kB\n"},

@@ -102,6 +102,26 @@ def _at_least(ctx: Context, p: dict) -> Outcome:
     return Outcome(value >= float(p["min"]), f"{what}: {shown}{unit} (need >= {p['min']}{unit})")
 
 
+@_kind("disk-headroom", ("output",), ("use_gib", "min_pct"))
+def _disk_headroom(ctx: Context, p: dict) -> Outcome:
+    """`df -P -k`: once `use_gib` more is used (images, packages), at least `min_pct` of the
+    file system is still free."""
+    text = ctx.text(p["output"])
+    rows = [line.split() for line in text.splitlines()[1:] if len(line.split()) >= 6]
+    if not rows or not (rows[0][1].isdigit() and rows[0][3].isdigit()):
+        return Outcome(False, f"no df line in: {_first_line(text)}")
+    size, free, mount = int(rows[0][1]), int(rows[0][3]), rows[0][5]
+    gib = 1 << 20  # KiB
+    after = 100 * (free - float(p["use_gib"]) * gib) / size
+    ok = after >= float(p["min_pct"])
+    return Outcome(
+        ok,
+        f"{mount}: {free / gib:.1f} GiB free of {size / gib:.1f} GiB ({100 * free / size:.1f}%); "
+        f"{after:.1f}% once the cluster's ~{p['use_gib']} GiB are there "
+        f"({'above' if ok else 'under'} kubelet's {p['min_pct']}%)",
+    )
+
+
 def _routes(text: str) -> list[tuple[str, str, str]]:
     """`ip -o -4 route`: (destination, device, line)."""
     found = []

@@ -80,7 +80,7 @@ def test_skip_cgroup_v2_and_sources_exits_0_and_table_counts_warnings(all_up):
     r = doctor(all_up, "--skip", "cgroup-v2", "--skip", "sources")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "cgroup-v2" not in r.stdout and "sources" not in r.stdout
-    assert "preflight: 46 results - 46 passed, 0 failed" in r.stdout
+    assert "preflight: 49 results - 49 passed, 0 failed" in r.stdout
     # product_uuid on each host, plus ip_forward=0 on hosts the deploy has not prepared
     forward_off = sum(
         all_up.ssh(h, "cat /proc/sys/net/ipv4/ip_forward")[1].strip() == "0" for h in all_up.hosts

@@ -166,6 +166,22 @@ def write_bundle(
     return directory
 
 
+def replay(bundle_dir: Path, *only: str) -> dict[tuple[str, str], dict]:
+    """`labctl verify --replay BUNDLE --format json [--only ...]`: the rows by (id, host)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from k8slab.cli import main
+
+    args = ["verify", "--replay", str(bundle_dir), "--format", "json"]
+    for check in only:
+        args += ["--only", check]
+    result = CliRunner().invoke(main, args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return {(c["id"], c["host"]): c for c in json.loads(result.output)["checks"]}
+
+
 # --- a real sshd on loopback -------------------------------------------------------------
 
 

@@ -1,8 +1,9 @@
 """The lab's own shell scripts (the counter re-read, the port-forward) run for real: /bin/sh,
 real curl against a web server on loopback. Only kubectl is a stand-in (no cluster here):
 `get pod NAME` prints the server's address, `get pod -o wide` the course's pod list,
-`exec nginx -- CMD` runs CMD on this machine as the pod would, and `port-forward` prints a
-recorded port-forward output (tests/fixtures/README.md) and waits."""
+`exec nginx -- CMD` runs CMD on this machine as the pod would, and `port-forward` prints
+kubectl's "Forwarding from" line, then a recorded port-forward output
+(tests/fixtures/README.md), and waits."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ case "$1 $2 $3" in
   "get pod -o") cat {pods} ;;
   get*) echo "127.0.0.1:{port}" ;;
   exec*) shift; while [ "$1" != "--" ]; do shift; done; shift; exec "$@" ;;
-  port-forward*) cat {forward_log} >&2; exec sleep 30 ;;
+  port-forward*) echo "Forwarding from 127.0.0.1:{port} -> 80"; cat {forward_log} >&2
+    exec sleep 30 ;;
 esac
 """
 

@@ -7,11 +7,8 @@ topology (host names and node IPs as printed there)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
-from click.testing import CliRunner
 from conftest import (
     COURSE_TOPOLOGY,
     MADE_HERE,
@@ -19,11 +16,11 @@ from conftest import (
     PUBLIC,
     SEED,
     course_outputs,
+    replay,
     write_bundle,
 )
 
 from k8slab.checks import parse
-from k8slab.cli import main
 from k8slab.labs import load_lab
 from k8slab.ssh import Result
 from k8slab.topology import load
@@ -35,15 +32,6 @@ COURSE_CHECKS = tuple(
 
 def _read(path) -> str:
     return path.read_text(encoding="utf-8")
-
-
-def replay(bundle_dir, *only: str) -> dict[tuple[str, str], dict]:
-    args = ["verify", "--replay", str(bundle_dir), "--format", "json"]
-    for check in only:
-        args += ["--only", check]
-    result = CliRunner().invoke(main, args)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return {(c["id"], c["host"]): c for c in json.loads(result.output)["checks"]}
 
 
 def topology(tmp_path, *hosts: tuple[str, str]):
@@ -71,7 +59,8 @@ def _failed(text: str, code: int = 1) -> Result:
 API_DOWN = {
     "no kubeconfig": (
         "kubectl-get-nodes.no-kubeconfig.err",
-        "no kubeconfig: kubectl fell back to localhost:8080 (connection refused)",
+        "no kubeconfig: kubectl fell back to localhost:8080: The connection to the server "
+        "localhost:8080 was refused",
         "sudo cp /etc/kubernetes/admin.conf ~/.kube/config",
     ),
     "API server down": (

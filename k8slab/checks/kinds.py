@@ -97,22 +97,76 @@ _ERROR_WORDS = re.compile(
 )
 
 
+# kubectl >= 1.30 logs `"Unhandled Error" err="<the error, quotes escaped>"`.
+_KLOG_ERR = re.compile(r'^"Unhandled Error" err="(.*)"$')
+
+
+def _lines(text: str) -> list[str]:
+    """The output's lines, plain ones first, then klog lines with their prefix (and the
+    `"Unhandled Error" err=` wrapper) cut."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    plain = [line for line in lines if not _KLOG.match(line)]
+    logged = []
+    for line in lines:
+        if _KLOG.match(line):
+            line = _KLOG.sub("", line)
+            m = _KLOG_ERR.match(line)
+            logged.append(m.group(1).replace('\\"', '"') if m else line)
+    return plain + logged
+
+
 def cause_line(text: str) -> str:
     """The line of an error output that says what went wrong: the first plain line with an
     error word, else the first klog line with one (its prefix cut), else the first plain
     line, else "" (no output)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    plain = [line for line in lines if not _KLOG.match(line)]
-    logged = [_KLOG.sub("", line) for line in lines if _KLOG.match(line)]
-    for line in plain + logged:
-        if _ERROR_WORDS.search(line):
-            return line
-    return (plain or logged or [""])[0]
+    lines = _lines(text)
+    return next((line for line in lines if _ERROR_WORDS.search(line)), lines[0] if lines else "")
+
+
+def _line_matching(text: str, pattern: re.Pattern) -> str | None:
+    """The first line (plain lines first, klog lines unwrapped) `pattern` finds."""
+    return next((line for line in _lines(text) if pattern.search(line)), None)
 
 
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else "(empty output)"
+
+
+# (what kubectl printed, hint): kubectl exec and port-forward failing before the command
+# or the forwarded connection ever reached the pod. Checks that exec say so first, rather
+# than blame curl, the pod or the pod network for what exec itself printed.
+_STREAM_CAUSES = (
+    (
+        re.compile(r"server gave HTTP response to HTTPS client"),
+        "from 1.36 the API server hands exec to the kubelet, which asks cri-dockerd's stream "
+        "server for HTTPS and gets plain HTTP: set --feature-gates="
+        "ExtendWebSocketsToKubelet=false in /etc/kubernetes/manifests/kube-apiserver.yaml on "
+        "master (the deploy does this: run it again).",
+    ),
+    (
+        re.compile(r"unable to upgrade connection: (Unauthorized|Forbidden)"),
+        "the kubelet on the pod's node refused the API server's client certificate (kubelet "
+        "authentication): kube-apiserver's --kubelet-client-certificate/--kubelet-client-key "
+        "must be apiserver-kubelet-client.crt/.key, signed by the cluster CA "
+        "(`sudo kubeadm certs check-expiration` on master).",
+    ),
+    (
+        re.compile(r"error dialing backend|unable to upgrade connection|error sending request"),
+        "the API server cannot reach the kubelet of the pod's node (port 10250): "
+        "`systemctl status kubelet` there, and `kubectl get nodes -o wide` for its address.",
+    ),
+)
+
+
+def stream_failure(text: str, verb: str = "kubectl exec") -> Outcome | None:
+    """A failed Outcome naming `verb` as what broke, when `text` carries one of kubectl's
+    exec/port-forward failures; None otherwise."""
+    for pattern, hint in _STREAM_CAUSES:
+        line = _line_matching(text, pattern)
+        if line is not None:
+            return Outcome(False, f"{verb} failed: {line}", hint)
+    return None
 
 
 @_kind("pause-sandboxes", ("pods", "containers"))
@@ -140,10 +194,29 @@ def _pause_sandboxes(ctx: Context, p: dict) -> Outcome:
     return Outcome(True, f"{len(here)} pods, one pause each, e.g. {example}")
 
 
-@_kind("pods-running", ("pods",), ("namespace",), ("name", "prefix", "node", "this_node", "min"))
+# What `kubectl get pod` shows for a pod that is over and stays listed until deleted: a
+# node-pressure eviction ("Evicted", or since 1.2x also "Completed" / "ContainerStatusUnknown",
+# kubernetes#105467), a kubelet admission refusal, a node shutdown. Its Deployment has made
+# another one; "Error" is left out: a crash-looping container shows it between restarts.
+_LEFTOVER = re.compile(
+    r"^(Evicted|Completed|ContainerStatusUnknown|NodeAffinity|OutOf\w+|"
+    r"UnexpectedAdmissionError|Terminated|Shutdown|NodeShutdown)$"
+)
+
+
+@_kind(
+    "pods-running",
+    ("pods",),
+    ("namespace",),
+    ("name", "prefix", "node", "this_node", "min", "hint", "on_status"),
+)
 def _pods_running(ctx: Context, p: dict) -> Outcome:
     """Pods `name` (or starting with `prefix`), on `node` (or the check's host with
-    `this_node: true`) if given, are Running and ready."""
+    `this_node: true`) if given, are Running and ready. With `prefix`, pods that are over
+    (Evicted, Completed...) are left out when the others are ready. A pod that is not ready
+    fails with the hint `on_status` gives for its STATUS (e.g. CrashLoopBackOff, or
+    ImagePullBackOff for Init:ImagePullBackOff too), else `hint`; Terminating pods, on their
+    way out, are reported last."""
     want = p.get("name") or f"{p.get('prefix')}*"
     node = ctx.host.name if p.get("this_node") else p.get("node")
     match = [
@@ -154,12 +227,29 @@ def _pods_running(ctx: Context, p: dict) -> Outcome:
         and (not node or pod.node == node)
     ]
     where = f" on {node}" if node else ""
-    if len(match) < int(p.get("min", 1)):
-        return Outcome(False, f"no pod {p['namespace']}/{want}{where}")
-    for pod in match:
-        if not pod.is_ready:
-            return Outcome(False, pod.line)
-    return Outcome(True, match[0].line)
+    over = [pod for pod in match if p.get("prefix") and _LEFTOVER.match(pod.status)]
+    live = [pod for pod in match if pod not in over]
+    if len(live) < int(p.get("min", 1)):
+        return Outcome(False, f"no pod {p['namespace']}/{want}{where}", p.get("hint", ""))
+    waiting = sorted(
+        (pod for pod in live if not pod.is_ready), key=lambda x: x.status == "Terminating"
+    )
+    if waiting:
+        pod = waiting[0]
+        on = p.get("on_status", {})
+        hint = next(
+            (h for s, h in on.items() if pod.status == s or pod.status.endswith(f":{s}")),
+            p.get("hint", ""),
+        )
+        return Outcome(False, pod.line, hint)
+    if over:
+        listed = ", ".join(f"{x.name} {x.status}" for x in over)
+        return Outcome(
+            True,
+            f"{live[0].line} (left over, not counted: {listed}; `kubectl -n {p['namespace']} "
+            "delete pod <name>` tidies them)",
+        )
+    return Outcome(True, live[0].line)
 
 
 @_kind("daemonset-ready", ("output",), ("name",))
@@ -231,13 +321,19 @@ def _same_value(a: str, b: str) -> bool:
 @_kind("same-capture", (), ("first", "second"))
 def _same_capture(ctx: Context, p: dict) -> Outcome:
     """Group 1 of `first.regex` in `first.output` equals that of `second` (CIDRs compared);
-    each side's `missing` says in plain words what is absent ({host}: the check's host)."""
+    each side's `missing` says in plain words what is absent ({host}: the check's host),
+    its `hint` what to do about it."""
     a, a_text = _capture(ctx, p["first"])
     b, b_text = _capture(ctx, p["second"])
     if a is None or b is None:
         spec = p["first"] if a is None else p["second"]
-        return Outcome(False, spec["missing"].format(host=ctx.host.name))
+        return Outcome(False, spec["missing"].format(host=ctx.host.name), spec.get("hint", ""))
     return Outcome(_same_value(a, b), f"{a_text} vs {b_text}")
+
+
+# kube-proxy's IPVS mode matches every ClusterIP through one ipset (pkg/proxy/ipvs/proxier.go:
+# `-A KUBE-SERVICES ... -m set --match-set KUBE-CLUSTER-IP dst,dst ...`).
+_IPVS_RULE = r"^-A KUBE-SERVICES .*--match-set KUBE-CLUSTER-IP "
 
 
 @_kind("service-rules", ("services", "rules"), ("required",), ("optional", "rejects", "owners"))
@@ -271,6 +367,17 @@ def _service_rules(ctx: Context, p: dict) -> Outcome:
             if reject:
                 empty.setdefault(ref, []).append(f"{port}/{proto}")
                 continue
+            ipvs = matching_line(ctx.text(p["rules"]), _IPVS_RULE)
+            if ipvs:
+                return Outcome(
+                    False,
+                    f"kube-proxy is in IPVS mode on this node (`{ipvs}`): no per-Service "
+                    "KUBE-SERVICES jumps to read",
+                    "the course's kube-proxy runs in iptables mode: set `mode: iptables` in "
+                    "`kubectl -n kube-system edit cm kube-proxy`, then `kubectl -n kube-system "
+                    "delete pod -l k8s-app=kube-proxy`; in IPVS mode `sudo ipvsadm -Ln` shows "
+                    "the Services instead.",
+                )
             other = (
                 f" (only `{mine[0].line}`, which is not the jump to the Service)" if mine else ""
             )
@@ -344,6 +451,9 @@ def _increases(ctx: Context, p: dict) -> Outcome:
     text = ctx.text(p["output"])
     values = [int(m.group(1)) for m in re.finditer(p["regex"], text)]
     failed = matching_line(text, f"^{READ_FAILED}")
+    broken = stream_failure(failed or "")
+    if len(values) < 2 and broken:
+        return broken
     if len(values) < 2 and failed:
         which = "the second read" if values else "the first read"
         return Outcome(False, f"{which} failed: {failed.removeprefix(READ_FAILED)}")
@@ -376,55 +486,128 @@ def _prints_pod_node(ctx: Context, p: dict) -> Outcome:
     if got == pod.node:
         return Outcome(True, f"printed {got}; {p['pod']} runs on {pod.node}")
     said = f"printed {got or '(nothing)'}; {p['pod']} runs on {pod.node}"
-    error = cause_line(log) if _ERROR_WORDS.search(log) else ""
-    if "socat not found" in log:
+    socat = _line_matching(log, _SOCAT_MISSING)
+    if socat:
         return Outcome(
             False,
-            f"port-forward failed: {error}",
+            f"port-forward failed: {socat}",
             f"socat is missing on {pod.node}: cri-dockerd runs socat on the pod's node for "
             f"port-forward; install it there (sudo apt-get install -y socat) and verify again.",
         )
+    busy = _line_matching(log, _PORT_TAKEN)
+    if busy:
+        port = re.search(r"on port (\d+)|:(\d+): bind", busy)
+        n = next(g for g in port.groups() if g) if port else "PORT"
+        return Outcome(
+            False,
+            f"port-forward failed: {busy} ({said})",
+            f"port {n} on master is taken by another program (an old `kubectl port-forward`?): "
+            f"`sudo ss -ltnp | grep :{n}` names it; stop it, or set forward_port under "
+            "labs.ch09.",
+        )
+    broken = stream_failure(log, "port-forward")
+    if broken:
+        return Outcome(False, f"{broken.evidence} ({said})", broken.hint)
+    error = cause_line(log) if _ERROR_WORDS.search(log) else ""
     if error:
         return Outcome(False, f"port-forward failed: {error} ({said})")
     return Outcome(False, said)
 
 
-# (what the stderr says, evidence, hint): kubectl's own sentences, most specific first.
+# cri-dockerd: "unable to do port forwarding: socat not found"; containerd: "failed to find
+# socat: exec: \"socat\": executable file not found in $PATH".
+_SOCAT_MISSING = re.compile(r"socat\b.*(not found|no such file)", re.IGNORECASE)
+_PORT_TAKEN = re.compile(r"Unable to listen on port|address already in use")
+
+
+# (what kubectl printed, what that is, hint): kubectl's own sentences (its klog lines too:
+# the last line can mislead, e.g. "The connection to the server 10.0.2.15:6443 was refused"
+# when it was the proxy that refused), most specific first.
 _API_CAUSES = (
     (
         re.compile(r"localhost:8080"),
-        "no kubeconfig: kubectl fell back to localhost:8080 (connection refused)",
+        "no kubeconfig: kubectl fell back to localhost:8080",
         "kubectl on master has no kubeconfig for the SSH user: mkdir -p ~/.kube && sudo cp "
         "/etc/kubernetes/admin.conf ~/.kube/config && sudo chown $(id -u):$(id -g) "
         "~/.kube/config (the deploy does this; or set kubectl under labs.ch09).",
     ),
     (
+        # A dead proxy: "proxyconnect tcp: ..."; a proxy refusing CONNECT: only its status
+        # text ("Unable to connect to the server: Forbidden"), which no API server prints.
+        re.compile(r"proxyconnect|^Unable to connect to the server: [A-Z][a-z]+( [A-Z][a-z]+)*$"),
+        "a proxy is in the way",
+        "kubectl sends the API server's address through the proxy of $HTTPS_PROXY "
+        "(/etc/environment, ~/.bashrc): add master's address to NO_PROXY (e.g. "
+        "NO_PROXY=10.0.2.15,10.96.0.0/12,10.32.0.0/12) or unset HTTPS_PROXY for kubectl.",
+    ),
+    (
+        re.compile(r"certificate has expired or is not yet valid: .* is before"),
+        "a certificate is not valid yet: master's clock is behind",
+        "set master's clock (`date`; `sudo timedatectl set-ntp true`, or the VM's time sync "
+        "with the host), then run kubectl again.",
+    ),
+    (
+        re.compile(r"certificate has expired"),
+        "a certificate has expired",
+        "check master's clock (`date`) first; if it is right, the cluster's certificates are "
+        "over a year old: `sudo kubeadm certs check-expiration`, `sudo kubeadm certs renew "
+        "all`, restart kubelet, and copy /etc/kubernetes/admin.conf to ~/.kube/config again.",
+    ),
+    (
+        re.compile(r"certificate is valid for .*, not "),
+        "the API server's certificate does not name the kubeconfig's address",
+        "~/.kube/config's server: is an address kubeadm did not put in the API server's "
+        "certificate: use the node_ip kubeadm init advertised (copy /etc/kubernetes/admin.conf "
+        "again), or add the address to apiServer.certSANs and regenerate the certificate.",
+    ),
+    (
         re.compile(r"x509|certificate", re.IGNORECASE),
-        "certificate problem: {line}",
+        "certificate problem",
         "~/.kube/config does not belong to this cluster (copied before a kubeadm reset/init?): "
         "copy /etc/kubernetes/admin.conf to ~/.kube/config again.",
     ),
     (
-        re.compile(r"Unauthorized|forbidden|must be logged in", re.IGNORECASE),
-        "credentials refused: {line}",
-        "the user in ~/.kube/config is not allowed: copy /etc/kubernetes/admin.conf again.",
+        re.compile(r"Unauthorized|must be logged in", re.IGNORECASE),
+        "credentials refused",
+        "the API server does not accept ~/.kube/config's user (a kubeconfig from before a "
+        "kubeadm reset, or its certificate expired: `sudo kubeadm certs check-expiration`): "
+        "copy /etc/kubernetes/admin.conf to ~/.kube/config again.",
+    ),
+    (
+        re.compile(r"forbidden", re.IGNORECASE),
+        "not allowed",
+        "~/.kube/config's user is known but may not list nodes (RBAC): use the admin user of "
+        "/etc/kubernetes/admin.conf; just after kube-apiserver starts, wait a few seconds.",
     ),
     (
         re.compile(r"The connection to the server \S+ was refused|connection refused"),
-        "API server down: {line}",
+        "API server down",
         "kube-apiserver is not answering on master: `sudo docker ps -a | grep kube-apiserver` "
         "and `journalctl -u kubelet -n 50`; a cluster not deployed yet has none (run the "
         "deploy).",
     ),
     (
-        re.compile(r"i/o timeout|no route to host|deadline exceeded|TLS handshake timeout"),
-        "API server unreachable: {line}",
+        re.compile(r"TLS handshake timeout|awaiting headers"),
+        "the API server accepted the connection but did not answer",
+        "kube-apiserver is starting or overloaded (etcd slow, master short of memory or CPU): "
+        "wait a minute and retry; `free -m`, `sudo docker ps | grep -e apiserver -e etcd` on "
+        "master.",
+    ),
+    (
+        re.compile(r"i/o timeout|no route to host|network is unreachable"),
+        "API server unreachable",
         "the server address in ~/.kube/config is not reachable from master (wrong IP after a "
         "network change?): compare it with `ip -4 addr` and node_ip.",
     ),
     (
+        re.compile(r"deadline exceeded"),
+        "no answer in time",
+        "kube-apiserver did not answer in time: starting or overloaded (`sudo docker ps | grep "
+        "apiserver` on master), or ~/.kube/config's server address is not reachable.",
+    ),
+    (
         re.compile(r"command not found|No such file"),
-        "kubectl is not installed on master: {line}",
+        "kubectl is not installed on master",
         "deploy the cluster first (kubectl is installed with kubeadm and kubelet).",
     ),
 )
@@ -433,17 +616,18 @@ _API_CAUSES = (
 @_kind("api-reachable", ("output",))
 def _api_reachable(ctx: Context, p: dict) -> Outcome:
     """The kubectl command succeeded; otherwise the cause kubectl printed (no kubeconfig,
-    API server down, certificate, credentials) with a hint for that cause."""
+    a proxy, a certificate expired or for another address or cluster, credentials or RBAC,
+    API server down, slow or unreachable) with a hint for that cause."""
     r = ctx.results[p["output"]]
     if r.ok:
         rows = len(parse.table(r.stdout).rows)
         return Outcome(True, f"the API server answers ({rows} nodes listed)")
     said = f"{r.stderr}\n{r.stdout}"
-    line = cause_line(said) or f"exit {r.exit_code}, no output"
-    for pattern, evidence, hint in _API_CAUSES:
-        if pattern.search(said):
-            return Outcome(False, evidence.format(line=line), hint)
-    return Outcome(False, f"kubectl failed: {line}")
+    for pattern, what, hint in _API_CAUSES:
+        line = _line_matching(said, pattern)
+        if line is not None:
+            return Outcome(False, f"{what}: {line}", hint)
+    return Outcome(False, f"kubectl failed: {cause_line(said) or f'exit {r.exit_code}, no output'}")
 
 
 @_kind("node-registered", ("output",), ("runtime",))
@@ -522,6 +706,9 @@ def _curl_prints(ctx: Context, p: dict) -> Outcome:
     line = matching_line(r.stdout, p["regex"])
     if r.ok and line is not None:
         return Outcome(True, line)
+    broken = stream_failure(f"{r.stdout}\n{r.stderr}")
+    if broken:
+        return broken
     error = _curl_error(r)
     if error:
         code = re.search(r"\((\d+)\)", error).group(1)
@@ -563,6 +750,9 @@ def _pod_reaches(ctx: Context, p: dict) -> Outcome:
         path = f"{client.name} on {client.node} -> {t.name} {t.ip} on {t.node}"
         if got is None:
             return Outcome(False, f"{path}: not tried (the pod list changed meanwhile?)")
+        broken = stream_failure(got)
+        if broken:
+            return Outcome(False, f"{path}: {broken.evidence}", broken.hint)
         if not re.search(p["regex"], got):
             across = client.node != t.node
             hint = (

@@ -243,3 +243,20 @@ def test_weave_relays_across_a_blocked_pair():
     assert rows[("net.weave-connections", "master")]["status"] == "pass"
     hops = rows[("net.pod-to-pod", "slave2")]["evidence"]
     assert "nginx on slave1 -> simple-app-dep-" in hops and "on slave2: Hello World v1" in hops
+
+
+def test_weave_down_on_a_node_is_named_by_the_other_nodes_hints():
+    # docker stopped on slave2 took weaver with it: master and slave1 see slave2 refuse
+    _, rows = replay("docker-stopped")
+    peers = rows[("net.weave-peers", "master")]
+    assert peers["evidence"] == "no weaver connection on 6783 to slave2 (192.168.56.5)"
+    assert peers["hint"].startswith("weave is not running on the node named")
+    conns = rows[("net.weave-connections", "slave1")]
+    assert "connect: connection refused" in conns["evidence"]
+    assert '"connection refused" = weave is not running on that node' in conns["hint"]
+
+
+def test_a_node_down_is_named_by_the_checks_that_count_its_pods():
+    _, rows = replay("kubelet-stopped")
+    for row in (("net.weave-ds", "master"), ("dns.simple-app", "master")):
+        assert "a NotReady node" in rows[row]["hint"] and "net.nodes" in rows[row]["hint"]

@@ -262,7 +262,16 @@ def _daemonset_ready(ctx: Context, p: dict) -> Outcome:
         return Outcome(False, f"no DaemonSet {p['name']} in `{_short(ctx.commands[p['output']])}`")
     nodes = len(ctx.topology.hosts)
     ok = row["DESIRED"] == row["READY"] == str(nodes)
-    return Outcome(ok, f"{row['_line']} ({nodes} nodes in the topology)")
+    said = f"{row['_line']} ({nodes} nodes in the topology)"
+    if row["DESIRED"] != str(nodes):
+        # the DaemonSet itself leaves a node out: no pod there to be "not ready"
+        said += (
+            f": wanted on {row['DESIRED']} of the {nodes} nodes (a nodeSelector, node "
+            "affinity or a taint it does not tolerate keeps it off the others)"
+        )
+    elif not ok:
+        said += f": {row['READY']} of {row['DESIRED']} pods ready"
+    return Outcome(ok, said)
 
 
 @_kind("listening", ("output",), ("process", "address"))
@@ -424,6 +433,10 @@ def _deployment_ready(ctx: Context, p: dict) -> Outcome:
     if row is None:
         return Outcome(False, f"no Deployment {p['name']} in `{_short(ctx.commands[p['output']])}`")
     n = int(p["replicas"])
+    wanted = row["READY"].partition("/")[2]
+    if wanted != str(n):
+        # scaled (or edited) away from the lab's count: not a readiness problem
+        return Outcome(False, f"{row['_line']}: it asks for {wanted} replicas, the lab for {n}")
     return Outcome(row["READY"] == f"{n}/{n}", row["_line"])
 
 
@@ -701,7 +714,8 @@ def _curl_error(r: Result) -> str:
 def _curl_prints(ctx: Context, p: dict) -> Outcome:
     """A `curl -sS` (run anywhere) printed a line matching `regex`; otherwise curl's own
     error ("curl: (6) Could not resolve host", "(7) ... refused", "(28) ... timed out"),
-    with the hint `on_error` gives for that curl exit code."""
+    with the hint `on_error` gives for that curl exit code. "(28) Resolving timed out" is
+    a name that did not resolve (no DNS server answered): it takes code 6's hint."""
     r = ctx.results[p["output"]]
     line = matching_line(r.stdout, p["regex"])
     if r.ok and line is not None:
@@ -711,8 +725,10 @@ def _curl_prints(ctx: Context, p: dict) -> Outcome:
         return broken
     error = _curl_error(r)
     if error:
-        code = re.search(r"\((\d+)\)", error).group(1)
-        return Outcome(False, error, p.get("on_error", {}).get(int(code), ""))
+        code = int(re.search(r"\((\d+)\)", error).group(1))
+        if code == 28 and "Resolving timed out" in error:
+            code = 6
+        return Outcome(False, error, p.get("on_error", {}).get(code, ""))
     text = ctx.text(p["output"])  # a failure that is not curl's (kubectl exec's) raises here
     return Outcome(False, f"`{_short(ctx.commands[p['output']])}` printed: {_first_line(text)}")
 

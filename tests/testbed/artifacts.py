@@ -96,12 +96,15 @@ def stop_gpg_agent(home: Path) -> None:
     subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True)
 
 
-def deb(out: Path, name: str, version: str, files: dict[str, tuple[str, int]]) -> Path:
+def deb(
+    out: Path, name: str, version: str, files: dict[str, tuple[str, int]], depends: str = ""
+) -> Path:
     root = out / f"{name}-root"
     (root / "DEBIAN").mkdir(parents=True)
     (root / "DEBIAN" / "control").write_text(
         f"Package: {name}\nVersion: {version}\nArchitecture: all\n"
-        "Maintainer: k8s-lab tests <tests@k8s-lab.invalid>\n"
+        + (f"Depends: {depends}\n" if depends else "")
+        + "Maintainer: k8s-lab tests <tests@k8s-lab.invalid>\n"
         f"Description: k8s-lab test stand-in for {name}\n"
     )
     for path, (text, mode) in files.items():
@@ -109,7 +112,7 @@ def deb(out: Path, name: str, version: str, files: dict[str, tuple[str, int]]) -
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         target.chmod(mode)
-    package = out / f"{name}_{version}_all.deb"
+    package = out / f"{name}_{version.partition(':')[2] or version}_all.deb"
     run("dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(package))
     return package
 
@@ -138,21 +141,29 @@ def flat_repo(repo: Path, debs: list[Path], gnupg: Path, key: bytes) -> Path:
         (repo / d.name).write_bytes(d.read_bytes())
     packages = run("apt-ftparchive", "packages", ".", cwd=repo).stdout
     (repo / "Packages").write_bytes(packages)
-    release = run("apt-ftparchive", "release", ".", cwd=repo).stdout
-    (repo / "Release").write_bytes(release)
-    env = {**os.environ, "GNUPGHOME": str(gnupg)}
-    run(
-        "gpg",
-        "--batch",
-        "--yes",
-        "--clearsign",
-        "-o",
-        str(repo / "InRelease"),
-        str(repo / "Release"),
-        env=env,
-    )
+    signed_release(repo, gnupg)
     (repo / "Release.key").write_bytes(key)
     return repo
+
+
+def signed_release(folder: Path, gnupg: Path, *options: str) -> None:
+    """Release for the index files under `folder` (apt-ftparchive's -o options: Suite,
+    Codename...), signed both ways apt reads: InRelease (clear-signed) and Release.gpg."""
+    opts = [arg for o in options for arg in ("-o", f"APT::FTPArchive::Release::{o}")]
+    release = run("apt-ftparchive", *opts, "release", ".", cwd=folder).stdout
+    (folder / "Release").write_bytes(release)
+    env = {**os.environ, "GNUPGHOME": str(gnupg)}
+    for how, out in (("--clearsign", "InRelease"), ("--detach-sign", "Release.gpg")):
+        run(
+            "gpg",
+            "--batch",
+            "--yes",
+            how,
+            "-o",
+            str(folder / out),
+            str(folder / "Release"),
+            env=env,
+        )
 
 
 def cri_dockerd_tgz(path: Path, version: str) -> str:

@@ -10,7 +10,9 @@ so that the default path (no source keys at all) runs on the offline bed as onli
     download.docker.com     /linux/debian/gpg (armored) and dists/bookworm/stable in Docker's
                             layout (debs under dists/bookworm/pool/stable/amd64/), signed with a
                             second key; its docker-ce, docker-ce-cli, containerd.io and
-                            docker-buildx-plugin are stand-ins (docker_ce_debs)
+                            docker-buildx-plugin are the offline folder's docker-ce/ stand-ins:
+                            Debian's docker.io repacked under Docker's names (it conflicts with
+                            them) and two empty packages, made outside this repository
     github.com              the cri-dockerd release URL answers 302 to
                             release-assets.githubusercontent.com/github-production-release-
                             asset/<id>/<uuid>?<signed query>, the shape GitHub sends since
@@ -81,7 +83,13 @@ CACHE = Path(os.environ.get("K8SLAB_E2E_CACHE") or "/var/cache/k8s-lab-e2e")
 CODENAME = "bookworm"  # the bed's hosts are Debian 12
 
 
-def tools_missing() -> str | None:
+def missing(folder: Path) -> str | None:
+    """What this machine or the offline folder lacks for the stand-ins, or None."""
+    if not list((folder / "docker-ce").glob("docker-ce_*.deb")):
+        return (
+            f"{folder}/docker-ce/ holds no docker-ce stand-in packages (tests/e2e/README.md "
+            "says what they are)"
+        )
     for tool in ("openssl", "docker-registry", "gpg", "apt-ftparchive", "dpkg-deb"):
         if not shutil.which(tool):
             return f"{tool} not found (tests/testbed/install-deps.sh installs it)"
@@ -341,36 +349,6 @@ def free_port(address: str) -> int:
 # --------------------------------------------------------------------------- content
 
 
-STAND_IN_NOTE = """k8s-lab test stand-in for {name} (tests/e2e/standins.py): an empty package that
-depends on {depends}, so that Docker's package names install Debian's Docker Engine.
-"""
-# Docker's package names for Debian's own packages (bookworm has no buildx: an empty package).
-DOCKER_CE = {
-    "docker-ce": ("5:20.10.24-0~k8slab.stand.in~debian.12~bookworm", "docker.io"),
-    "docker-ce-cli": ("5:20.10.24-0~k8slab.stand.in~debian.12~bookworm", "docker.io"),
-    "containerd.io": ("1.6.20-0~k8slab.stand.in", "containerd"),
-    "docker-buildx-plugin": ("0.0-0~k8slab.stand.in", ""),
-}
-
-
-def docker_ce_debs(out: Path) -> list[Path]:
-    return [
-        artifacts.deb(
-            out,
-            name,
-            version,
-            {
-                f"/usr/share/doc/{name}/README.k8s-lab": (
-                    STAND_IN_NOTE.format(name=name, depends=depends or "nothing"),
-                    0o644,
-                )
-            },
-            depends=depends,
-        )
-        for name, (version, depends) in DOCKER_CE.items()
-    ]
-
-
 def docker_repo(root: Path, debs: list[Path], gnupg: Path, key: bytes) -> Path:
     """download.docker.com/linux/debian/ as Docker lays it out: gpg, dists/<codename>/{InRelease,
     Release, Release.gpg}, stable/binary-amd64/Packages(.gz), pool/stable/amd64/*.deb."""
@@ -478,7 +456,8 @@ class StandIns:
     def _docker_routes(self) -> dict[str, Route]:
         gnupg = self.work / "gnupg-docker"
         key = artifacts.gpg_key(gnupg, "download.docker.com-stand-in")
-        root = docker_repo(self.work / "docker", docker_ce_debs(self.work / "debs"), gnupg, key)
+        debs = sorted((self.folder / "docker-ce").glob("*.deb"))
+        root = docker_repo(self.work / "docker", debs, gnupg, key)
         artifacts.stop_gpg_agent(gnupg)
         return {DOCKER.names[0]: files_under(root, "/linux/debian/")}
 

@@ -54,7 +54,7 @@ def record(step: str, **figures) -> None:
 def public(testbed, offline_dir, tmp_path_factory):
     """Bare hosts that resolve the public names to the stand-ins and trust their CA, the
     stand-ins serving, and the topology without source keys."""
-    missing = standins.tools_missing()
+    missing = standins.missing(offline_dir)
     if missing:
         pytest.skip(missing)
     if bed.VIRTUALBOX:
@@ -179,11 +179,11 @@ def test_deploy_from_bare_hosts_with_the_default_sources(public):
         assert "https://pkgs.k8s.io/core:/stable:/v1.36/deb/ /" in lists, lists
         assert "https://download.docker.com/linux/debian bookworm stable" in lists, lists
         _, pkgs, _ = public.ssh(h, "dpkg-query -W -f='${Package} ${Version}\\n' docker-ce kubeadm")
-        assert "docker-ce 5:20.10.24-0~k8slab.stand.in" in pkgs and "kubeadm 1.36" in pkgs, pkgs
+        assert "docker-ce 5:20.10.24~k8slab.repack" in pkgs and "kubeadm 1.36" in pkgs, pkgs
         assert "0.4.3" in public.ssh(h, "/usr/local/bin/cri-dockerd --version 2>&1")[1]
         # Pulled, not loaded: an image from a registry keeps the digest it came with.
         digests = repo_digests(public, h)
-        (OUT / f"digests.{h}.txt").write_text("\n".join(sorted(digests)) + "\n")
+        (OUT / f"pulled-by-deploy.{h}.txt").write_text("\n".join(sorted(digests)) + "\n")
         want = {"registry.k8s.io/kube-proxy", "registry.k8s.io/pause", "rajchaudhuri/weave-kube"}
         assert want <= set(digests), (h, digests)
         # Every stand-in served this host (the Docker Hub one: Weave).

@@ -96,15 +96,12 @@ def stop_gpg_agent(home: Path) -> None:
     subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True)
 
 
-def deb(
-    out: Path, name: str, version: str, files: dict[str, tuple[str, int]], depends: str = ""
-) -> Path:
+def deb(out: Path, name: str, version: str, files: dict[str, tuple[str, int]]) -> Path:
     root = out / f"{name}-root"
     (root / "DEBIAN").mkdir(parents=True)
     (root / "DEBIAN" / "control").write_text(
         f"Package: {name}\nVersion: {version}\nArchitecture: all\n"
-        + (f"Depends: {depends}\n" if depends else "")
-        + "Maintainer: k8s-lab tests <tests@k8s-lab.invalid>\n"
+        "Maintainer: k8s-lab tests <tests@k8s-lab.invalid>\n"
         f"Description: k8s-lab test stand-in for {name}\n"
     )
     for path, (text, mode) in files.items():
@@ -112,7 +109,7 @@ def deb(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         target.chmod(mode)
-    package = out / f"{name}_{version.partition(':')[2] or version}_all.deb"
+    package = out / f"{name}_{version}_all.deb"
     run("dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(package))
     return package
 

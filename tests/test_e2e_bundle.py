@@ -7,6 +7,7 @@ cluster check passes and every check that needs the lab's objects fails or is sk
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,18 @@ def test_before_the_lab_every_cluster_check_passes_and_the_labs_fail_or_wait():
         "storage.emptydir-counts",
         "storage.hostpath-forward",
     }
+
+
+def test_the_default_sources_run_passes_every_check_with_the_public_images():
+    # Recorded against the stand-ins of the public endpoints (tests/e2e/test_public_endpoints.py).
+    bundle = "public-endpoints/verify-bundle"
+    code, checks = replay(bundle)
+    assert code == 0 and {c["status"] for c in checks} == {"pass"} and len(checks) == 41
+    topology = json.loads((E2E / bundle / "bundle.json").read_text())["topology"]
+    assert topology["kube_apt_repo"] == "https://pkgs.k8s.io/core:/stable:/v{minor}/deb/"
+    assert topology["docker_source"] == "docker" and topology["image_archives"] is None
+    assert topology["labs"] == {} and topology["kube_image_repository"] == "registry.k8s.io"
+    # The lab's pods run Docker Hub's names (pulled), not an offline folder's own tags.
+    outputs = "".join(p.read_text() for p in (E2E / bundle / "commands").glob("*.out"))
+    assert "local/nginx" not in outputs and "local/httpd" not in outputs
+    assert re.search(r"^\S+\s+nginx\s+", outputs, re.M), "no container of image nginx"

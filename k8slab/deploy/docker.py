@@ -3,8 +3,10 @@
 https://docs.docker.com/engine/install/debian/ and /ubuntu/ (apt repository);
 https://kubernetes.io/docs/setup/production-environment/container-runtimes/#docker
 `docker_source: distro` takes the distribution's docker.io package instead.
-Not exercised on the test bed with `docker_source: docker` (its hosts reach only Debian's
-mirrors); the apt-source code it shares with the Kubernetes packages is (test_sources_bed).
+`docker_source: docker` ran on the test bed only against a stand-in of download.docker.com
+(tests/e2e/standins.py: Docker's key URL and dists/<codename>/stable layout, but its docker-ce
+and docker-ce-cli are Debian's docker.io 20.10 repacked under Docker's names), never against
+Docker's own repository or packages.
 """
 
 from __future__ import annotations

@@ -3,7 +3,11 @@ fails, the rest are skipped, naming it, since each builds on the cluster the one
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from . import offline
 
 _failed: list[str] = []
 
@@ -24,3 +28,14 @@ def pytest_runtest_makereport(item, call):
 def pytest_runtest_setup(item):
     if item.get_closest_marker("e2e") and _failed:
         pytest.skip(f"the step it builds on failed: {_failed[0]}")
+
+
+@pytest.fixture(scope="module")
+def offline_dir() -> Path:
+    found = offline.folder()
+    if not found:
+        pytest.skip(
+            f"no offline folder: set ${offline.ENV} or put one at {offline.DEFAULT} "
+            "(tests/e2e/README.md says what it holds)"
+        )
+    return found

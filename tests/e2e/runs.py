@@ -4,12 +4,22 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+LABCTL = str(Path(sys.executable).with_name("labctl"))
+# What the project's own commands print in the end-to-end steps (git-ignored).
+OUT = Path(os.environ.get("K8SLAB_E2E_OUT") or Path(__file__).parent / ".out")
 PHASE = re.compile(r"Starting operation: ([^|\n]+?) \|")
+
+
+def e2e_env(bed) -> dict[str, str]:
+    """The bed's environment with the run's topology (bed.e2e_config) as LAB_CONFIG."""
+    return {**bed.env(), "LAB_CONFIG": str(bed.e2e_config)}
 
 
 def deploy(bed, env: dict[str, str], out: Path, name: str, *extra: str) -> dict:
@@ -84,3 +94,23 @@ def diagnosis(bed, out: Path, name: str) -> str:
             text += f"== {host} is not a Ready node: its kubelet's journal\n{log}{err}"
     (out / f"{name}-diagnosis.txt").write_text(text)
     return text[-8000:]
+
+
+def labctl(bed, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """labctl ARGS with the run's topology (bed.e2e_config); `.seconds` it took."""
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [LABCTL, "--config", str(bed.e2e_config), "--known-hosts", str(bed.known_hosts)]
+        + list(args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    r.seconds = round(time.monotonic() - t0, 1)
+    return r
+
+
+def kubectl(bed, args: str) -> str:
+    rc, out, err = bed.ssh("master", f"kubectl --kubeconfig /etc/kubernetes/admin.conf {args}")
+    assert rc == 0, err
+    return out

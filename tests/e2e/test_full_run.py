@@ -9,33 +9,18 @@ What the project's own commands print is kept in $K8SLAB_E2E_OUT (default tests/
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from . import offline, runs
+from .runs import kubectl, labctl
 
 pytestmark = [pytest.mark.testbed, pytest.mark.e2e]
 
-OUT = Path(os.environ.get("K8SLAB_E2E_OUT") or Path(__file__).parent / ".out")
-LABCTL = str(Path(sys.executable).with_name("labctl"))
-
-
-@pytest.fixture(scope="module")
-def offline_dir() -> Path:
-    found = offline.folder()
-    if not found:
-        pytest.skip(
-            f"no offline folder: set ${offline.ENV} or put one at {offline.DEFAULT} "
-            "(tests/e2e/README.md says what it holds)"
-        )
-    return found
+OUT = runs.OUT
 
 
 @pytest.fixture(scope="module")
@@ -52,31 +37,8 @@ def cluster(testbed, offline_dir):
     return testbed
 
 
-def env(cluster) -> dict[str, str]:
-    return {**cluster.env(), "LAB_CONFIG": str(cluster.e2e_config)}
-
-
 def deploy(cluster, name: str, *extra: str) -> dict:
-    return runs.deploy(cluster, env(cluster), OUT, name, *extra)
-
-
-def labctl(cluster, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    t0 = time.monotonic()
-    r = subprocess.run(
-        [LABCTL, "--config", str(cluster.e2e_config), "--known-hosts", str(cluster.known_hosts)]
-        + list(args),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    r.seconds = round(time.monotonic() - t0, 1)
-    return r
-
-
-def kubectl(cluster, args: str) -> str:
-    rc, out, err = cluster.ssh("master", f"kubectl --kubeconfig /etc/kubernetes/admin.conf {args}")
-    assert rc == 0, err
-    return out
+    return runs.deploy(cluster, runs.e2e_env(cluster), OUT, name, *extra)
 
 
 def diagnosis(cluster, name: str) -> str:

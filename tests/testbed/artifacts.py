@@ -138,21 +138,29 @@ def flat_repo(repo: Path, debs: list[Path], gnupg: Path, key: bytes) -> Path:
         (repo / d.name).write_bytes(d.read_bytes())
     packages = run("apt-ftparchive", "packages", ".", cwd=repo).stdout
     (repo / "Packages").write_bytes(packages)
-    release = run("apt-ftparchive", "release", ".", cwd=repo).stdout
-    (repo / "Release").write_bytes(release)
-    env = {**os.environ, "GNUPGHOME": str(gnupg)}
-    run(
-        "gpg",
-        "--batch",
-        "--yes",
-        "--clearsign",
-        "-o",
-        str(repo / "InRelease"),
-        str(repo / "Release"),
-        env=env,
-    )
+    signed_release(repo, gnupg)
     (repo / "Release.key").write_bytes(key)
     return repo
+
+
+def signed_release(folder: Path, gnupg: Path, *options: str) -> None:
+    """Release for the index files under `folder` (apt-ftparchive's -o options: Suite,
+    Codename...), signed both ways apt reads: InRelease (clear-signed) and Release.gpg."""
+    opts = [arg for o in options for arg in ("-o", f"APT::FTPArchive::Release::{o}")]
+    release = run("apt-ftparchive", *opts, "release", ".", cwd=folder).stdout
+    (folder / "Release").write_bytes(release)
+    env = {**os.environ, "GNUPGHOME": str(gnupg)}
+    for how, out in (("--clearsign", "InRelease"), ("--detach-sign", "Release.gpg")):
+        run(
+            "gpg",
+            "--batch",
+            "--yes",
+            how,
+            "-o",
+            str(folder / out),
+            str(folder / "Release"),
+            env=env,
+        )
 
 
 def cri_dockerd_tgz(path: Path, version: str) -> str:

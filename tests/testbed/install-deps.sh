@@ -3,8 +3,9 @@
 # Idempotent and quiet: installs only what is missing. Needs root.
 set -eu
 # gnupg and apt-utils (apt-ftparchive; dpkg-deb is in dpkg): the source tests make a signed
-# apt repository of stand-in packages (tests/testbed/artifacts.py).
-PKGS="debootstrap systemd-container iproute2 iptables openssh-client busybox-static ca-certificates debian-archive-keyring python3 gnupg apt-utils"
+# apt repository of stand-in packages (tests/testbed/artifacts.py). openssl and docker-registry:
+# the e2e stand-ins of the public endpoints (tests/e2e/standins.py: a test CA, a registry).
+PKGS="debootstrap systemd-container iproute2 iptables openssh-client busybox-static ca-certificates debian-archive-keyring python3 gnupg apt-utils openssl docker-registry"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -16,3 +17,8 @@ if [ -n "$missing" ]; then
     # shellcheck disable=SC2086
     apt-get -qq install -y --no-install-recommends $missing >/dev/null
 fi
+# Installed here, the package's own registry (on :5000, every address, where systemd runs) is
+# turned off again: the tests start theirs, on the bed's bridge only.
+case " $missing " in *" docker-registry "*)
+    if [ -d /run/systemd/system ]; then systemctl disable --now docker-registry >/dev/null 2>&1; fi
+esac

@@ -99,3 +99,13 @@ def test_the_default_sources_run_passes_every_check_with_the_public_images():
     outputs = "".join(p.read_text() for p in (E2E / bundle / "commands").glob("*.out"))
     assert "local/nginx" not in outputs and "local/httpd" not in outputs
     assert re.search(r"^\S+\s+nginx\s+", outputs, re.M), "no container of image nginx"
+
+
+def test_the_second_minor_passes_every_check_on_its_own_versions():
+    # Kubernetes v1.35.6 (microshift's release-4.22 branch) in the VirtualBox shape.
+    code, checks = replay("v1.35/verify-bundle")
+    assert code == 0 and {c["status"] for c in checks} == {"pass"} and len(checks) == 41
+    nodes = evidence(checks, "net.nodes")
+    assert set(nodes) == {"master", "slave1", "slave2"}
+    assert all("v1.35.6" in e and "docker://20.10.24" in e for e in nodes.values()), nodes
+    assert "192.168.58.4" in nodes["slave1"]  # the node_ip, not the NAT's 10.0.2.15

@@ -261,3 +261,24 @@ def test_a_node_down_is_named_by_the_checks_that_count_its_pods():
     _, rows = replay("kubelet-stopped")
     for row in (("net.weave-ds", "master"), ("dns.simple-app", "master")):
         assert "a NotReady node" in rows[row]["hint"] and "net.nodes" in rows[row]["hint"]
+
+
+@pytest.mark.parametrize(
+    "name,row,hint",
+    [
+        ("coredns-scaled-0", ("dns.coredns", "master"), "scale deploy coredns --replicas=2"),
+        (
+            "wrong-node-ip",
+            ("storage.hostpath-forward", "master"),
+            "reached a kubelet that does not run the pod",
+        ),
+        (
+            "apiserver-manifest-moved",
+            ("cluster.api", "master"),
+            "/etc/kubernetes/manifests/kube-apiserver.yaml, which must be there",
+        ),
+    ],
+)
+def test_the_hint_names_what_the_fault_did(name, row, hint):
+    _, got = replay(name)
+    assert hint in got[row]["hint"], got[row]["hint"]

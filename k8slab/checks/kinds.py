@@ -152,6 +152,15 @@ _STREAM_CAUSES = (
         "(`sudo kubeadm certs check-expiration` on master).",
     ),
     (
+        # The API server finds the kubelet by the node's INTERNAL-IP: when that is an address
+        # every VM has (VirtualBox's NAT 10.0.2.15), it may reach another node's kubelet.
+        re.compile(r"unable to upgrade connection: pod does not exist"),
+        "the API server reached a kubelet that does not run the pod: the pod's node is "
+        "registered with an address that is not its own (`kubectl get nodes -o wide`: "
+        "INTERNAL-IP must be the node's node_ip, not a NAT address such as 10.0.2.15 that "
+        "every VM has; see net.nodes).",
+    ),
+    (
         re.compile(r"error dialing backend|unable to upgrade connection|error sending request"),
         "the API server cannot reach the kubelet of the pod's node (port 10250): "
         "`systemctl status kubelet` there, and `kubectl get nodes -o wide` for its address.",
@@ -215,8 +224,9 @@ def _pods_running(ctx: Context, p: dict) -> Outcome:
     `this_node: true`) if given, are Running and ready. With `prefix`, pods that are over
     (Evicted, Completed...) are left out when the others are ready. A pod that is not ready
     fails with the hint `on_status` gives for its STATUS (e.g. CrashLoopBackOff, or
-    ImagePullBackOff for Init:ImagePullBackOff too), else `hint`; Terminating pods, on their
-    way out, are reported last."""
+    ImagePullBackOff for Init:ImagePullBackOff too), else `hint`; no pod at all, with the
+    hint `on_status` gives for `none`; Terminating pods, on their way out, are reported
+    last."""
     want = p.get("name") or f"{p.get('prefix')}*"
     node = ctx.host.name if p.get("this_node") else p.get("node")
     match = [
@@ -230,7 +240,8 @@ def _pods_running(ctx: Context, p: dict) -> Outcome:
     over = [pod for pod in match if p.get("prefix") and _LEFTOVER.match(pod.status)]
     live = [pod for pod in match if pod not in over]
     if len(live) < int(p.get("min", 1)):
-        return Outcome(False, f"no pod {p['namespace']}/{want}{where}", p.get("hint", ""))
+        hint = p.get("on_status", {}).get("none", p.get("hint", ""))
+        return Outcome(False, f"no pod {p['namespace']}/{want}{where}", hint)
     waiting = sorted(
         (pod for pod in live if not pod.is_ready), key=lambda x: x.status == "Terminating"
     )
@@ -596,8 +607,9 @@ _API_CAUSES = (
         re.compile(r"The connection to the server \S+ was refused|connection refused"),
         "API server down",
         "kube-apiserver is not answering on master: `sudo docker ps -a | grep kube-apiserver` "
-        "and `journalctl -u kubelet -n 50`; a cluster not deployed yet has none (run the "
-        "deploy).",
+        "and `journalctl -u kubelet -n 50`; kubelet runs it from its static pod manifest, "
+        "/etc/kubernetes/manifests/kube-apiserver.yaml, which must be there; a cluster not "
+        "deployed yet has none (run the deploy).",
     ),
     (
         re.compile(r"TLS handshake timeout|awaiting headers"),

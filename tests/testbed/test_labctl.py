@@ -88,7 +88,9 @@ def test_apply_nodes_only_prepares_workers_and_builds_images(docker_bed):
         "echo $(( $(date +%s) - s )) $(docker inspect -f '{{.State.ExitCode}}' count-t)",
     )
     seconds, code = stop.split()
-    assert code == "0" and int(seconds) < 5, stop
+    # Exit code 0 is the trap's (a kill after the 20 s grace gives 137); well under those 20 s,
+    # with room for a loaded machine (7 s seen while a bench ran beside CI).
+    assert code == "0" and int(seconds) < 15, stop
     must(docker_bed, host, "docker rm -f count-t")
 
     # The simple-app image answers like gurumee92/simple-app:v1.

@@ -237,17 +237,18 @@ def _pods_running(ctx: Context, p: dict) -> Outcome:
         and (not node or pod.node == node)
     ]
     where = f" on {node}" if node else ""
+    on = p.get("on_status", {})
     over = [pod for pod in match if p.get("prefix") and _LEFTOVER.match(pod.status)]
     live = [pod for pod in match if pod not in over]
     if len(live) < int(p.get("min", 1)):
-        hint = p.get("on_status", {}).get("none", p.get("hint", ""))
-        return Outcome(False, f"no pod {p['namespace']}/{want}{where}", hint)
+        return Outcome(
+            False, f"no pod {p['namespace']}/{want}{where}", on.get("none", p.get("hint", ""))
+        )
     waiting = sorted(
         (pod for pod in live if not pod.is_ready), key=lambda x: x.status == "Terminating"
     )
     if waiting:
         pod = waiting[0]
-        on = p.get("on_status", {})
         hint = next(
             (h for s, h in on.items() if pod.status == s or pod.status.endswith(f":{s}")),
             p.get("hint", ""),
